@@ -1,0 +1,557 @@
+//! # gmp-g: the goroutine
+//!
+//! ## The problem
+//! A goroutine (G) is touched by many threads: the M running it, the M that
+//! readies it from a channel, sysmon asking it to yield, a thief stealing it
+//! from a run queue, a goroutine dump. Each must agree on one question at a
+//! time: *who owns this G's stack right now?* Getting that wrong runs one
+//! stack on two threads, or loses a wake-up.
+//!
+//! ## The mechanism
+//! The answer is a single atomic status word, [`StatusWord`], with Go's
+//! values (`runtime2.go`): [`Status::Idle`], [`Status::Runnable`],
+//! [`Status::Running`], [`Status::Syscall`], [`Status::Waiting`],
+//! [`Status::Dead`], [`Status::Copystack`], [`Status::Preempted`], plus the
+//! [`SCAN`] bit. It is changed **only** by compare-and-swap through
+//! [`StatusWord::cas`], whose `#[must_use]` result forces every caller to
+//! decide what a lost race means. Who owns the stack in each status:
+//!
+//! | status | stack owned by | who may move it on |
+//! |---|---|---|
+//! | `Idle` | nobody (just allocated) | the creator |
+//! | `Runnable` | the run queue holding it | whoever dequeues it |
+//! | `Running` | the M executing it | that M |
+//! | `Syscall` | the M executing it, which holds no P | that M |
+//! | `Waiting` | nobody: parked in some wait queue | the single waker that wins the CAS to `Runnable` |
+//! | `Dead` | the free list holding it | `newproc` reusing it |
+//! | `Preempted` | nobody: stopped by a preemption request | the scheduler |
+//! | `Copystack` | the M moving it (reserved; our stacks never move) | that M |
+//!
+//! The status lattice and the argument that no wake-up is lost live in
+//! `gmp-sched/DESIGN.md`.
+//!
+//! Goroutine ids are unique and never reused: a P takes them from the global
+//! counter in batches of [`GOID_BATCH`] (Go's `_GoidCacheBatch` = 16), so the
+//! shared counter is touched once per 16 spawns. The main goroutine is 1.
+//!
+//! ## Invariants
+//! 1. Only the thread that owns the stack (per the table) reads or writes the
+//!    saved contexts and the entry closure.
+//! 2. A `GRef` stays valid until the runtime that made it is dropped: Gs are
+//!    recycled through free lists, never freed while the runtime lives.
+//!
+//! ## Rejected alternatives
+//! * A `Mutex` per G: a lock on every switch, and no way for a signal handler
+//!   or a dump to read the state without risking a deadlock.
+//! * Reference-counted Gs (`Arc<G>`): two atomic RMWs per queue hop; Go's
+//!   "Gs live forever, recycled" rule is cheaper and simpler to reason about.
+
+#![warn(missing_docs)]
+
+pub mod sync;
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::panic::Location;
+use std::ptr::NonNull;
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
+
+use gmp_stack::switch::Context;
+use gmp_stack::Stack;
+
+/// Goroutine ids handed to a P at once (Go's `_GoidCacheBatch`).
+pub const GOID_BATCH: u64 = 16;
+
+/// The scan bit, or-ed into a status while a stack scan holds the G (Go's
+/// `_Gscan`). Kept for fidelity and for goroutine dumps; gmp has no GC.
+pub const SCAN: u32 = 0x1000;
+
+/// A goroutine status, with Go's numeric values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Status {
+    /// Just allocated, not yet initialised.
+    Idle = 0,
+    /// On a run queue, not executing user code; owns no stack owner.
+    Runnable = 1,
+    /// Executing user code on an M that holds a P.
+    Running = 2,
+    /// Executing a blocking call on an M that released its P.
+    Syscall = 3,
+    /// Parked in a wait queue (channel, timer, lock, netpoll).
+    Waiting = 4,
+    /// Finished (or never started): on a free list.
+    Dead = 6,
+    /// Its stack is being moved (reserved: gmp stacks never move).
+    Copystack = 8,
+    /// Stopped by a preemption request, not yet queued.
+    Preempted = 9,
+}
+
+impl Status {
+    /// Decodes a raw status word (scan bit ignored).
+    pub fn from_raw(v: u32) -> Option<Status> {
+        Some(match v & !SCAN {
+            0 => Status::Idle,
+            1 => Status::Runnable,
+            2 => Status::Running,
+            3 => Status::Syscall,
+            4 => Status::Waiting,
+            6 => Status::Dead,
+            8 => Status::Copystack,
+            9 => Status::Preempted,
+            _ => return None,
+        })
+    }
+    /// Go's name for the status as printed in dumps ("runnable", ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Idle => "idle",
+            Status::Runnable => "runnable",
+            Status::Running => "running",
+            Status::Syscall => "syscall",
+            Status::Waiting => "waiting",
+            Status::Dead => "dead",
+            Status::Copystack => "copystack",
+            Status::Preempted => "preempted",
+        }
+    }
+}
+
+/// A failed status transition: what the word held instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CasError {
+    /// The status that was expected.
+    pub expected: Status,
+    /// The raw word found.
+    pub found: u32,
+}
+
+impl fmt::Display for CasError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bad goroutine status: expected {:?}, found {:?} (raw {:#x})",
+            self.expected,
+            Status::from_raw(self.found),
+            self.found
+        )
+    }
+}
+
+/// The atomic status word. Changed only through [`StatusWord::cas`].
+pub struct StatusWord(sync::AtomicU32);
+
+impl fmt::Debug for StatusWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", Status::from_raw(self.raw()))
+    }
+}
+
+impl StatusWord {
+    /// A word holding `s`.
+    pub fn new(s: Status) -> Self {
+        StatusWord(sync::AtomicU32::new(s as u32))
+    }
+    /// The raw word (Acquire: pairs with the AcqRel of the CAS that set it).
+    #[inline]
+    pub fn raw(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+    /// The status, scan bit ignored.
+    #[inline]
+    pub fn get(&self) -> Status {
+        Status::from_raw(self.raw()).unwrap_or(Status::Idle)
+    }
+    /// Moves `from -> to` atomically (Go's `casgstatus`). AcqRel: the
+    /// winner sees everything the previous owner wrote before its own CAS.
+    #[inline]
+    #[must_use = "a lost status race must be handled"]
+    pub fn cas(&self, from: Status, to: Status) -> Result<(), CasError> {
+        self.0
+            .compare_exchange(from as u32, to as u32, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(|found| CasError {
+                expected: from,
+                found,
+            })
+    }
+    /// Sets the scan bit on a G in status `s` (Go's `castogscanstatus`).
+    #[must_use = "a lost status race must be handled"]
+    pub fn cas_to_scan(&self, s: Status) -> Result<(), CasError> {
+        self.0
+            .compare_exchange(
+                s as u32,
+                s as u32 | SCAN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
+            .map_err(|found| CasError { expected: s, found })
+    }
+    /// Clears the scan bit, landing in `to` (Go's `casfrom_Gscanstatus`).
+    #[must_use = "a lost status race must be handled"]
+    pub fn cas_from_scan(&self, s: Status, to: Status) -> Result<(), CasError> {
+        self.0
+            .compare_exchange(
+                s as u32 | SCAN,
+                to as u32,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
+            .map_err(|found| CasError { expected: s, found })
+    }
+}
+
+/// Why a goroutine is waiting (Go's `waitReason`, printed in dumps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum WaitReason {
+    Zero = 0,
+    ChanReceive,
+    ChanSend,
+    ChanReceiveNilChan,
+    ChanSendNilChan,
+    Select,
+    SelectNoCases,
+    Sleep,
+    SyncMutexLock,
+    SyncRWMutexRLock,
+    SyncRWMutexLock,
+    SyncCondWait,
+    SyncWaitGroupWait,
+    SyncOnce,
+    IoWait,
+    Join,
+    Preempted,
+    GcStop,
+    Syscall,
+}
+
+impl WaitReason {
+    /// The printed string, Go's where Go has one.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::Zero => "",
+            WaitReason::ChanReceive => "chan receive",
+            WaitReason::ChanSend => "chan send",
+            WaitReason::ChanReceiveNilChan => "chan receive (nil chan)",
+            WaitReason::ChanSendNilChan => "chan send (nil chan)",
+            WaitReason::Select => "select",
+            WaitReason::SelectNoCases => "select (no cases)",
+            WaitReason::Sleep => "sleep",
+            WaitReason::SyncMutexLock => "sync.Mutex.Lock",
+            WaitReason::SyncRWMutexRLock => "sync.RWMutex.RLock",
+            WaitReason::SyncRWMutexLock => "sync.RWMutex.Lock",
+            WaitReason::SyncCondWait => "sync.Cond.Wait",
+            WaitReason::SyncWaitGroupWait => "sync.WaitGroup.Wait",
+            WaitReason::SyncOnce => "sync.Once.Do",
+            WaitReason::IoWait => "IO wait",
+            WaitReason::Join => "goroutine join",
+            WaitReason::Preempted => "preempted",
+            WaitReason::GcStop => "stop the world",
+            WaitReason::Syscall => "syscall",
+        }
+    }
+    /// Decodes the byte stored in a G.
+    pub fn from_u8(v: u8) -> WaitReason {
+        use WaitReason::*;
+        const ALL: [WaitReason; 19] = [
+            Zero,
+            ChanReceive,
+            ChanSend,
+            ChanReceiveNilChan,
+            ChanSendNilChan,
+            Select,
+            SelectNoCases,
+            Sleep,
+            SyncMutexLock,
+            SyncRWMutexRLock,
+            SyncRWMutexLock,
+            SyncCondWait,
+            SyncWaitGroupWait,
+            SyncOnce,
+            IoWait,
+            Join,
+            Preempted,
+            GcStop,
+            Syscall,
+        ];
+        ALL.get(v as usize).copied().unwrap_or(Zero)
+    }
+}
+
+/// The entry closure of a goroutine.
+pub type Entry = Box<dyn FnOnce() + Send + 'static>;
+
+/// A goroutine. Shared by raw reference ([`GRef`]); see the crate docs for
+/// who may touch which field.
+pub struct G {
+    /// The status word (see the table in the crate docs).
+    pub status: StatusWord,
+    /// Goroutine id; assigned anew each time the G is reused.
+    pub goid: AtomicU64,
+    /// Id of the goroutine that spawned this one (0 for none).
+    pub parent_goid: AtomicU64,
+    /// Where `go` was called (`#[track_caller]`).
+    created_at: AtomicPtr<Location<'static>>,
+    /// Why it waits (a [`WaitReason`] byte), valid while `Waiting`.
+    pub wait_reason: AtomicU8,
+    /// Runtime clock (ns) when it started waiting, 0 if not waiting.
+    pub wait_since: AtomicU64,
+    /// Runtime clock (ns) when it last became runnable (latency metric).
+    pub runnable_since: AtomicU64,
+    /// Set by sysmon or stop-the-world: yield at the next runtime entry.
+    pub preempt: AtomicBool,
+    /// The M this G is locked to (`lock_os_thread`), as an opaque address.
+    pub lockedm: AtomicUsize,
+    /// The M executing this G, as an opaque address (0 when none).
+    pub m: AtomicUsize,
+    /// Word passed by the waker to the woken G (Go's `g.param`): which
+    /// select case fired, or a handoff marker.
+    pub param: AtomicUsize,
+    /// Whether the runtime itself owns this G (not counted as a user G).
+    pub system: AtomicBool,
+    /// The scheduler this G belongs to, as an opaque address.
+    pub sched: AtomicUsize,
+    /// `lock_os_thread` nesting depth (touched only by the G itself).
+    pub lock_count: AtomicU32,
+    stack: Stack,
+    ctx: UnsafeCell<Option<Context>>,
+    back: UnsafeCell<Option<Context>>,
+    entry: UnsafeCell<Option<Entry>>,
+}
+
+// SAFETY: the UnsafeCell fields are only touched by the thread that owns the
+// G's stack per its status (crate invariant 1), and the status CAS with
+// AcqRel orders those accesses between successive owners.
+unsafe impl Sync for G {}
+// SAFETY: as above; a G moves between threads as Go's Gs move between Ms.
+unsafe impl Send for G {}
+
+impl fmt::Debug for G {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("G")
+            .field("goid", &self.goid.load(Ordering::Relaxed))
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl G {
+    /// The goroutine id.
+    #[inline]
+    pub fn id(&self) -> u64 {
+        self.goid.load(Ordering::Relaxed)
+    }
+    /// The stack this G runs on.
+    #[inline]
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+    /// Where the goroutine was created.
+    pub fn created_at(&self) -> Option<&'static Location<'static>> {
+        let p = self.created_at.load(Ordering::Acquire);
+        // SAFETY: the pointer is null or came from a `&'static Location`.
+        unsafe { p.as_ref() }
+    }
+    /// Records the creation site.
+    pub fn set_created_at(&self, loc: &'static Location<'static>) {
+        self.created_at
+            .store(loc as *const _ as *mut _, Ordering::Release);
+    }
+    /// The current wait reason.
+    pub fn wait_reason(&self) -> WaitReason {
+        WaitReason::from_u8(self.wait_reason.load(Ordering::Relaxed))
+    }
+
+    /// Installs the entry closure and a fresh context for a (re)start.
+    ///
+    /// # Safety
+    /// The caller owns the G's stack (status `Idle` or `Dead`, not yet
+    /// published) and `entry_fn` obeys [`Context::new`]'s contract.
+    pub unsafe fn prepare(&self, f: Entry, entry_fn: gmp_stack::switch::EntryFn) {
+        // SAFETY: exclusive ownership per the contract; the stack is ours and
+        // unused because the G is dead.
+        unsafe {
+            *self.entry.get() = Some(f);
+            *self.ctx.get() = Some(Context::new(&self.stack, entry_fn));
+            *self.back.get() = None;
+        }
+    }
+
+    /// Takes the entry closure (done once, by the G itself, at start).
+    ///
+    /// # Safety
+    /// Called only by the thread running this G.
+    pub unsafe fn take_entry(&self) -> Option<Entry> {
+        // SAFETY: only the running thread touches `entry` (invariant 1).
+        unsafe { (*self.entry.get()).take() }
+    }
+
+    /// Takes the saved context of this (suspended) G, to resume it.
+    ///
+    /// # Safety
+    /// The caller owns the G's stack and is about to resume it.
+    pub unsafe fn take_context(&self) -> Option<Context> {
+        // SAFETY: per the contract.
+        unsafe { (*self.ctx.get()).take() }
+    }
+    /// Stores the context of this G after it switched out.
+    ///
+    /// # Safety
+    /// The caller is the scheduler that this G just switched to.
+    pub unsafe fn set_context(&self, c: Context) {
+        // SAFETY: per the contract.
+        unsafe { *self.ctx.get() = Some(c) }
+    }
+    /// Takes the scheduler context this running G must switch back to.
+    ///
+    /// # Safety
+    /// Called only on this G's own stack while it runs.
+    pub unsafe fn take_back(&self) -> Option<Context> {
+        // SAFETY: per the contract.
+        unsafe { (*self.back.get()).take() }
+    }
+    /// Stores the scheduler context that just resumed this G.
+    ///
+    /// # Safety
+    /// Called only on this G's own stack right after it was resumed.
+    pub unsafe fn set_back(&self, c: Context) {
+        // SAFETY: per the contract.
+        unsafe { *self.back.get() = Some(c) }
+    }
+}
+
+/// A shared reference to a G. Plain pointer; valid while the runtime lives.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GRef(NonNull<G>);
+
+// SAFETY: G is Sync; GRef is a pointer to one that outlives every use.
+unsafe impl Send for GRef {}
+// SAFETY: as above.
+unsafe impl Sync for GRef {}
+
+impl fmt::Debug for GRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "g{}", self.id())
+    }
+}
+
+impl std::ops::Deref for GRef {
+    type Target = G;
+    #[inline]
+    fn deref(&self) -> &G {
+        // SAFETY: crate invariant 2: a GRef points to a live G.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl GRef {
+    /// Allocates a new G (status `Idle`) owning `stack`.
+    pub fn alloc(stack: Stack) -> GRef {
+        let g = Box::new(G {
+            status: StatusWord::new(Status::Idle),
+            goid: AtomicU64::new(0),
+            parent_goid: AtomicU64::new(0),
+            created_at: AtomicPtr::new(std::ptr::null_mut()),
+            wait_reason: AtomicU8::new(0),
+            wait_since: AtomicU64::new(0),
+            runnable_since: AtomicU64::new(0),
+            preempt: AtomicBool::new(false),
+            lockedm: AtomicUsize::new(0),
+            m: AtomicUsize::new(0),
+            param: AtomicUsize::new(0),
+            system: AtomicBool::new(false),
+            sched: AtomicUsize::new(0),
+            lock_count: AtomicU32::new(0),
+            stack,
+            ctx: UnsafeCell::new(None),
+            back: UnsafeCell::new(None),
+            entry: UnsafeCell::new(None),
+        });
+        // SAFETY: Box::into_raw never returns null.
+        GRef(unsafe { NonNull::new_unchecked(Box::into_raw(g)) })
+    }
+
+    /// Frees the G (its stack belongs to the allocator and is not touched).
+    ///
+    /// # Safety
+    /// No other reference to this G may be used afterwards, and no thread may
+    /// be running on its stack.
+    pub unsafe fn free(self) {
+        // SAFETY: the pointer came from Box::into_raw in `alloc` and, per the
+        // contract, this is the last use.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+
+    /// The raw pointer (for intrusive queues and opaque words).
+    #[inline]
+    pub fn as_ptr(self) -> *mut G {
+        self.0.as_ptr()
+    }
+
+    /// Rebuilds a reference from [`as_ptr`](Self::as_ptr).
+    ///
+    /// # Safety
+    /// `p` must come from `as_ptr` of a G that is still alive.
+    #[inline]
+    pub unsafe fn from_ptr(p: *mut G) -> GRef {
+        // SAFETY: per the contract p is a live G pointer, hence non-null.
+        GRef(unsafe { NonNull::new_unchecked(p) })
+    }
+}
+
+#[cfg(all(test, not(gmp_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_changes_only_by_matching_cas() {
+        let w = StatusWord::new(Status::Dead);
+        assert!(w.cas(Status::Dead, Status::Runnable).is_ok());
+        let e = w.cas(Status::Waiting, Status::Runnable).unwrap_err();
+        assert_eq!(e.expected, Status::Waiting);
+        assert_eq!(e.found, Status::Runnable as u32);
+        assert!(w.cas(Status::Runnable, Status::Running).is_ok());
+        assert!(w.cas_to_scan(Status::Running).is_ok());
+        assert_eq!(w.raw(), Status::Running as u32 | SCAN);
+        assert_eq!(w.get(), Status::Running);
+        // A scanned G cannot be moved by a plain CAS.
+        assert!(w.cas(Status::Running, Status::Waiting).is_err());
+        assert!(w.cas_from_scan(Status::Running, Status::Waiting).is_ok());
+        assert_eq!(w.get(), Status::Waiting);
+    }
+
+    #[test]
+    fn only_one_waker_wins() {
+        use std::sync::Arc;
+        for _ in 0..200 {
+            let w = Arc::new(StatusWord::new(Status::Waiting));
+            let wins: usize = (0..4)
+                .map(|_| {
+                    let w = w.clone();
+                    std::thread::spawn(move || {
+                        w.cas(Status::Waiting, Status::Runnable).is_ok() as usize
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .sum();
+            assert_eq!(wins, 1);
+        }
+    }
+
+    #[test]
+    fn wait_reasons_round_trip() {
+        for v in 0..19u8 {
+            assert_eq!(WaitReason::from_u8(v) as u8, v);
+        }
+        assert_eq!(WaitReason::ChanReceive.as_str(), "chan receive");
+    }
+}

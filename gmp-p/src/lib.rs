@@ -1,0 +1,390 @@
+//! # gmp-p: the processor
+//!
+//! ## The problem
+//! An M needs somewhere to find work without taking a global lock every
+//! time, and spawning or waking a goroutine must be cheap in the common case
+//! where the same thread will run it next. Go's answer is the P: a token of
+//! "permission to run Go code" (there are `GOMAXPROCS` of them) that carries
+//! the per-CPU caches: a run queue, a `runnext` slot, a free list of dead Gs
+//! with their stacks, a goid cache, and the P's timers.
+//!
+//! ## The mechanism
+//! * [`runq`]: Go's 256-slot lock-free ring (single producer, many
+//!   consumers), behind the [`RunQueue`] seam so a user crate can plug in its
+//!   own queue. Overflow moves half the ring to the global queue; stealing
+//!   takes half.
+//! * `runnext` ([`P::runq_put`] with `next = true`): a G readied by the
+//!   running G runs next and inherits the remaining time slice (`schedtick`
+//!   is not bumped), so a communicating pair runs as a unit.
+//! * [`P::gfput`]/[`P::gfget`] with [`GlobalFree`]: Go's thresholds — a local
+//!   list of up to 64 dead Gs, half moved to the global list when it fills,
+//!   refilled with 32 from it when empty. Stacks of Gs parked in the global
+//!   list beyond [`GlobalFree`]'s bound are given back to the OS.
+//! * [`timers`]: the P's timer heap.
+//!
+//! ## Invariants
+//! 1. Fields documented "owner only" are touched only by the M that holds
+//!    the P (status `Running`), or by the world-stopper while every P is
+//!    stopped. Acquiring a P is a CAS on [`P::status`], which orders the
+//!    previous owner's writes before the new owner's reads.
+//! 2. A G is in at most one of: a run queue, `runnext`, the global queue,
+//!    a free list, running on an M, or parked in a wait queue.
+//!
+//! ## Rejected alternatives
+//! * `crossbeam_deque::Worker` as the local queue: unbounded, so a spawning
+//!   loop never spills to the global queue where idle Ps would find it; and
+//!   its steal takes at most 32 rather than half. We use crossbeam's
+//!   `Injector` for the global queue and `crossbeam_queue::SegQueue` for the
+//!   global free list, where their shape fits exactly.
+
+#![warn(missing_docs)]
+
+pub mod runq;
+pub mod timers;
+
+pub use runq::{
+    GoRunQueue, GoRunQueueFactory, LocalQueue, RunQueue, RunQueueFactory, LOCAL_QUEUE_CAP,
+};
+pub use timers::{Timer, TimerHeap};
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_queue::SegQueue;
+use gmp_g::{GRef, G, GOID_BATCH};
+
+/// Dead Gs kept on a P before half move to the global list (Go's `gfput`).
+pub const LOCAL_FREE_MAX: usize = 64;
+/// Dead Gs moved to/from the global list at once (Go's 32).
+pub const FREE_BATCH: usize = 32;
+
+/// A P status, with Go's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum PStatus {
+    /// Not running code; on the idle list; run queue empty.
+    Idle = 0,
+    /// Owned by an M running Go code.
+    Running = 1,
+    /// Its M is in a blocking call; free to be taken by CAS.
+    Syscall = 2,
+    /// Halted for stop-the-world.
+    Gcstop = 3,
+    /// Beyond `gomaxprocs`; kept for reuse.
+    Dead = 4,
+}
+
+impl PStatus {
+    /// Decodes a raw status.
+    pub fn from_raw(v: u32) -> PStatus {
+        match v {
+            0 => PStatus::Idle,
+            1 => PStatus::Running,
+            2 => PStatus::Syscall,
+            3 => PStatus::Gcstop,
+            _ => PStatus::Dead,
+        }
+    }
+    /// Go's printed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PStatus::Idle => "_Pidle",
+            PStatus::Running => "_Prunning",
+            PStatus::Syscall => "_Psyscall",
+            PStatus::Gcstop => "_Pgcstop",
+            PStatus::Dead => "_Pdead",
+        }
+    }
+}
+
+/// Counters kept per P for metrics (Relaxed: statistics only).
+#[derive(Debug, Default)]
+pub struct PStats {
+    /// Gs this P stole from others.
+    pub steals: AtomicU64,
+    /// Gs taken from `runnext`.
+    pub runnext_hits: AtomicU64,
+    /// Gs taken from the global queue.
+    pub global_takes: AtomicU64,
+}
+
+/// The processor.
+pub struct P {
+    /// Index in `allp`.
+    pub id: usize,
+    /// [`PStatus`] as a raw word; see [`P::status`].
+    status: AtomicU32,
+    /// The local run queue.
+    pub runq: LocalQueue,
+    /// A G to run before the run queue (Go's `runnext`).
+    runnext: AtomicPtr<G>,
+    /// Bumped every time a new time slice starts (sysmon reads it).
+    pub schedtick: AtomicU32,
+    /// Bumped at every blocking-call entry (sysmon reads it).
+    pub syscalltick: AtomicU32,
+    /// The M holding this P, as an opaque address (0 if none).
+    pub m: AtomicUsize,
+    /// Ask the P's M to enter the scheduler at the next safe point.
+    pub preempt: AtomicBool,
+    /// The P's timers.
+    pub timers: TimerHeap,
+    /// Metrics.
+    pub stats: PStats,
+    /// Owner only: dead Gs with their stacks.
+    gfree: UnsafeCell<Vec<GRef>>,
+    /// Owner only: next goid to hand out and the end of the cached batch.
+    goid_cache: UnsafeCell<(u64, u64)>,
+}
+
+// SAFETY: the UnsafeCell fields are owner-only (crate invariant 1); all
+// other fields are atomics or Sync types.
+unsafe impl Sync for P {}
+// SAFETY: as above.
+unsafe impl Send for P {}
+
+impl fmt::Debug for P {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("P")
+            .field("id", &self.id)
+            .field("status", &self.status())
+            .field("runq", &self.runq)
+            .finish()
+    }
+}
+
+impl P {
+    /// A new P (status `Gcstop`, as Go's `procresize` creates them).
+    pub fn new(id: usize, runq: LocalQueue) -> P {
+        P {
+            id,
+            status: AtomicU32::new(PStatus::Gcstop as u32),
+            runq,
+            runnext: AtomicPtr::new(std::ptr::null_mut()),
+            schedtick: AtomicU32::new(0),
+            syscalltick: AtomicU32::new(0),
+            m: AtomicUsize::new(0),
+            preempt: AtomicBool::new(false),
+            timers: TimerHeap::default(),
+            stats: PStats::default(),
+            gfree: UnsafeCell::new(Vec::with_capacity(LOCAL_FREE_MAX)),
+            goid_cache: UnsafeCell::new((0, 0)),
+        }
+    }
+
+    /// The status.
+    #[inline]
+    pub fn status(&self) -> PStatus {
+        PStatus::from_raw(self.status.load(Ordering::Acquire))
+    }
+
+    /// Moves the status `from -> to` by CAS. AcqRel: acquiring a P sees the
+    /// previous owner's writes to owner-only fields.
+    #[inline]
+    #[must_use = "a lost P status race must be handled"]
+    pub fn cas_status(&self, from: PStatus, to: PStatus) -> bool {
+        self.status
+            .compare_exchange(from as u32, to as u32, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Sets the status unconditionally.
+    /// Requires: caller owns the P, or the world is stopped.
+    #[inline]
+    pub fn set_status(&self, s: PStatus) {
+        self.status.store(s as u32, Ordering::Release);
+    }
+
+    /// Go's `runqput`. With `next`, `g` takes `runnext` and any previous
+    /// occupant is kicked to the tail of the ring. Requires: caller owns the P.
+    #[inline]
+    pub fn runq_put(&self, g: GRef, next: bool, overflow: &mut dyn FnMut(GRef)) {
+        let g = if next {
+            // AcqRel: publishes g's state to a thief that takes runnext.
+            let old = self.runnext.swap(g.as_ptr(), Ordering::AcqRel);
+            if old.is_null() {
+                return;
+            }
+            // SAFETY: runnext only ever holds live G pointers.
+            unsafe { GRef::from_ptr(old) }
+        } else {
+            g
+        };
+        self.runq.push_back(g, overflow);
+    }
+
+    /// Go's `runqget`: `runnext` first (returns `inherit = true`), then the
+    /// ring. Requires: caller owns the P.
+    #[inline]
+    pub fn runq_get(&self) -> Option<(GRef, bool)> {
+        let n = self.runnext.load(Ordering::Relaxed);
+        if !n.is_null()
+            && self
+                .runnext
+                .compare_exchange(n, std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.stats.runnext_hits.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: runnext holds live G pointers; we claimed it.
+            return Some((unsafe { GRef::from_ptr(n) }, true));
+        }
+        self.runq.pop().map(|g| (g, false))
+    }
+
+    /// Takes `runnext` if it holds a G (any thread; a thief's last resort).
+    pub fn steal_runnext(&self) -> Option<GRef> {
+        let n = self.runnext.load(Ordering::Acquire);
+        if n.is_null() {
+            return None;
+        }
+        self.runnext
+            .compare_exchange(n, std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            // SAFETY: as in runq_get.
+            .map(|p| unsafe { GRef::from_ptr(p) })
+    }
+
+    /// Whether `runnext` is occupied (any thread).
+    #[inline]
+    pub fn has_runnext(&self) -> bool {
+        !self.runnext.load(Ordering::Acquire).is_null()
+    }
+
+    /// Go's `runqempty`: no runnext and an empty ring (any thread).
+    #[inline]
+    pub fn runq_empty(&self) -> bool {
+        !self.has_runnext() && self.runq.is_empty()
+    }
+
+    /// Number of runnable Gs queued on this P (any thread; approximate).
+    pub fn runq_len(&self) -> usize {
+        self.runq.len() + self.has_runnext() as usize
+    }
+
+    /// Empties runnext and the ring into `out` (P being destroyed).
+    /// Requires: world stopped.
+    pub fn runq_drain(&self, out: &mut Vec<GRef>) {
+        if let Some(g) = self.steal_runnext() {
+            out.push(g);
+        }
+        while let Some(g) = self.runq.pop() {
+            out.push(g);
+        }
+    }
+
+    /// Go's `gfput`: keeps a dead G for reuse. Requires: caller owns the P.
+    pub fn gfput(&self, g: GRef, global: &GlobalFree) {
+        // SAFETY: owner-only field (invariant 1).
+        let list = unsafe { &mut *self.gfree.get() };
+        list.push(g);
+        if list.len() >= LOCAL_FREE_MAX {
+            while list.len() > LOCAL_FREE_MAX - FREE_BATCH {
+                if let Some(g) = list.pop() {
+                    global.put(g);
+                }
+            }
+        }
+    }
+
+    /// Go's `gfget`: a dead G to reuse, refilling from the global list.
+    /// Requires: caller owns the P.
+    pub fn gfget(&self, global: &GlobalFree) -> Option<GRef> {
+        // SAFETY: owner-only field (invariant 1).
+        let list = unsafe { &mut *self.gfree.get() };
+        if list.is_empty() {
+            global.take(FREE_BATCH, list);
+        }
+        list.pop()
+    }
+
+    /// Number of dead Gs on the local list (owner or stopped world).
+    pub fn gfree_len(&self) -> usize {
+        // SAFETY: a length read; owner-only per the precondition.
+        unsafe { (*self.gfree.get()).len() }
+    }
+
+    /// Moves the whole local free list to the global one (P destroyed).
+    /// Requires: world stopped.
+    pub fn gfpurge(&self, global: &GlobalFree) {
+        // SAFETY: the world is stopped, nobody else owns the P.
+        let list = unsafe { &mut *self.gfree.get() };
+        for g in list.drain(..) {
+            global.put(g);
+        }
+    }
+
+    /// A fresh goroutine id from the P's cache, refilled from `gen` in
+    /// batches of [`GOID_BATCH`]. Requires: caller owns the P.
+    #[inline]
+    pub fn next_goid(&self, gen: &AtomicU64) -> u64 {
+        // SAFETY: owner-only field (invariant 1).
+        let c = unsafe { &mut *self.goid_cache.get() };
+        if c.0 == c.1 {
+            let start = gen.fetch_add(GOID_BATCH, Ordering::Relaxed);
+            *c = (start, start + GOID_BATCH);
+        }
+        let id = c.0;
+        c.0 += 1;
+        id
+    }
+}
+
+/// The global free list of dead Gs (crossbeam's lock-free `SegQueue`).
+///
+/// Stacks of Gs beyond `keep_resident` in the list are released with
+/// `madvise(MADV_DONTNEED)` as they arrive, so a burst of a million
+/// goroutines does not pin its stacks' memory after it ends.
+pub struct GlobalFree {
+    list: SegQueue<GRef>,
+    keep_resident: usize,
+    released: AtomicU64,
+}
+
+impl fmt::Debug for GlobalFree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GlobalFree(len {})", self.list.len())
+    }
+}
+
+impl GlobalFree {
+    /// A list that keeps the memory of up to `keep_resident` stacks.
+    pub fn new(keep_resident: usize) -> Self {
+        GlobalFree {
+            list: SegQueue::new(),
+            keep_resident,
+            released: AtomicU64::new(0),
+        }
+    }
+    /// Adds a dead G.
+    pub fn put(&self, g: GRef) {
+        if self.list.len() >= self.keep_resident {
+            g.stack().release_memory();
+            self.released.fetch_add(1, Ordering::Relaxed);
+        }
+        self.list.push(g);
+    }
+    /// Moves up to `n` dead Gs into `out`.
+    pub fn take(&self, n: usize, out: &mut Vec<GRef>) {
+        for _ in 0..n {
+            match self.list.pop() {
+                Some(g) => out.push(g),
+                None => break,
+            }
+        }
+    }
+    /// Number of dead Gs listed.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+    /// Stacks released to the OS so far.
+    pub fn released(&self) -> u64 {
+        self.released.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, not(gmp_loom)))]
+mod tests;

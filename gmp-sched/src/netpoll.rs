@@ -1,0 +1,463 @@
+//! The network poller (Go's `netpoll.go` + `netpoll_epoll.go`).
+//!
+//! One epoll instance per runtime, edge-triggered, shared by every P. It is
+//! polled without blocking from `findrunnable`, in a blocking wait by at
+//! most one idle M (until the next timer; an eventfd breaks the wait when
+//! new work or an earlier timer arrives), and by sysmon when nobody polled
+//! for 10 ms.
+//!
+//! A [`PollDesc`] holds one wait slot per direction (`rg`, `wg`) with Go's
+//! states: `0` (nothing), `READY` (an event arrived with nobody waiting),
+//! `WAIT` (a goroutine is committing to park), or the parked G's address.
+//! The waiter moves `0 -> WAIT` before parking and `WAIT -> G` in the park's
+//! unlock function; the poller moves any state to `READY`, readying the G
+//! if it found one. Whichever order they run in, the event is seen: if the
+//! poller runs before the commit, the commit's CAS fails and the park is
+//! abandoned (Go's `netpollblockcommit`).
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use gmp_g::{GRef, WaitReason, G};
+use gmp_p::Timer;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::proc::{gopark, goready};
+use crate::sched::Sched;
+
+const READY: usize = 1;
+const WAIT: usize = 2;
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// The runtime's poller.
+pub struct Netpoll {
+    ep: Epoll,
+    wake_fd: EventFd,
+    wake_pending: AtomicBool,
+    waiters: AtomicUsize,
+    table: RwLock<Vec<Option<Arc<PollDesc>>>>,
+    free: Mutex<Vec<usize>>,
+}
+
+impl fmt::Debug for Netpoll {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Netpoll(waiters {})", self.waiters())
+    }
+}
+
+/// Which way a goroutine waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Readable (or a listener with a pending connection).
+    Read,
+    /// Writable.
+    Write,
+}
+
+/// Why a wait ended without readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// The deadline passed.
+    TimedOut,
+    /// The descriptor was closed.
+    Closed,
+}
+
+/// Per-descriptor poll state (Go's `pollDesc`).
+pub struct PollDesc {
+    fd: RawFd,
+    index: usize,
+    rg: AtomicUsize,
+    wg: AtomicUsize,
+    closing: AtomicBool,
+    /// Bumped at every deadline change so stale deadline timers do nothing.
+    rseq: AtomicU64,
+    wseq: AtomicU64,
+    rexpired: AtomicBool,
+    wexpired: AtomicBool,
+}
+
+impl fmt::Debug for PollDesc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PollDesc(fd {})", self.fd)
+    }
+}
+
+impl Netpoll {
+    pub(crate) fn new() -> nix::Result<Netpoll> {
+        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let wake_fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        ep.add(
+            wake_fd.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN),
+        )?;
+        Ok(Netpoll {
+            ep,
+            wake_fd,
+            wake_pending: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
+            table: RwLock::new(Vec::new()),
+            free: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Goroutines parked on I/O.
+    pub fn waiters(&self) -> usize {
+        self.waiters.load(Ordering::SeqCst)
+    }
+
+    /// Breaks a blocking poll (Go's `netpollBreak`). Coalesced.
+    pub fn wake(&self) {
+        if self.wake_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.wake_fd.write(1);
+    }
+
+    /// Registers `fd` (which must be non-blocking) for edge-triggered events.
+    pub fn register(&self, fd: BorrowedFd<'_>) -> std::io::Result<Arc<PollDesc>> {
+        let index = {
+            let mut free = self.free.lock().unwrap();
+            let mut t = self.table.write().unwrap();
+            match free.pop() {
+                Some(i) => i,
+                None => {
+                    t.push(None);
+                    t.len() - 1
+                }
+            }
+        };
+        let pd = Arc::new(PollDesc {
+            fd: fd.as_raw_fd(),
+            index,
+            rg: AtomicUsize::new(0),
+            wg: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            rseq: AtomicU64::new(0),
+            wseq: AtomicU64::new(0),
+            rexpired: AtomicBool::new(false),
+            wexpired: AtomicBool::new(false),
+        });
+        self.table.write().unwrap()[index] = Some(pd.clone());
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        if let Err(e) = self.ep.add(fd, EpollEvent::new(flags, index as u64)) {
+            self.table.write().unwrap()[index] = None;
+            self.free.lock().unwrap().push(index);
+            return Err(std::io::Error::from_raw_os_error(e as i32));
+        }
+        Ok(pd)
+    }
+
+    /// Unregisters a descriptor before it is closed; wakes its waiters with
+    /// [`WaitError::Closed`].
+    pub fn deregister(&self, pd: &PollDesc, fd: BorrowedFd<'_>) {
+        pd.closing.store(true, Ordering::SeqCst);
+        let _ = self.ep.delete(fd);
+        for g in [unblock(&pd.rg, false), unblock(&pd.wg, false)]
+            .into_iter()
+            .flatten()
+        {
+            goready(g);
+        }
+        self.table.write().unwrap()[pd.index] = None;
+        self.free.lock().unwrap().push(pd.index);
+    }
+
+    /// Polls for up to `delay_ns` (`-1`: forever, `0`: no wait) and returns
+    /// the goroutines made runnable (Go's `netpoll`).
+    pub(crate) fn poll(&self, _s: &Sched, delay_ns: i64) -> Vec<GRef> {
+        let timeout: EpollTimeout = if delay_ns < 0 {
+            EpollTimeout::NONE
+        } else if delay_ns == 0 {
+            EpollTimeout::ZERO
+        } else {
+            // Round up to whole milliseconds: never wake before a timer.
+            let ms = (delay_ns as u64).div_ceil(1_000_000).min(i32::MAX as u64) as i32;
+            EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+        };
+        let mut events = [EpollEvent::empty(); 128];
+        let n = self.ep.wait(&mut events, timeout).unwrap_or_default();
+        let mut out = Vec::new();
+        let table = self.table.read().unwrap();
+        for ev in &events[..n] {
+            if ev.data() == WAKE_TOKEN {
+                let _ = self.wake_fd.read();
+                self.wake_pending.store(false, Ordering::Release);
+                continue;
+            }
+            let Some(Some(pd)) = table.get(ev.data() as usize) else {
+                continue;
+            };
+            let f = ev.events();
+            let err = f.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
+            if err || f.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP) {
+                if let Some(g) = unblock(&pd.rg, true) {
+                    out.push(g);
+                }
+            }
+            if err || f.contains(EpollFlags::EPOLLOUT) {
+                if let Some(g) = unblock(&pd.wg, true) {
+                    out.push(g);
+                }
+            }
+        }
+        // Poller-readied Gs are made runnable by the caller (inject).
+        out
+    }
+
+    /// Parks the calling goroutine until `pd` is ready in `mode`, or the
+    /// deadline set by [`PollDesc::set_deadline`] passes.
+    pub fn wait(&self, pd: &PollDesc, mode: Mode) -> Result<(), WaitError> {
+        let (slot, expired) = match mode {
+            Mode::Read => (&pd.rg, &pd.rexpired),
+            Mode::Write => (&pd.wg, &pd.wexpired),
+        };
+        if pd.closing.load(Ordering::SeqCst) {
+            return Err(WaitError::Closed);
+        }
+        if expired.load(Ordering::SeqCst) {
+            return Err(WaitError::TimedOut);
+        }
+        // 0 -> WAIT (or consume a READY that came first).
+        loop {
+            let old = slot.load(Ordering::SeqCst);
+            if old == READY {
+                slot.store(0, Ordering::SeqCst);
+                return Ok(());
+            }
+            assert_eq!(
+                old, 0,
+                "gmp: two goroutines wait on one descriptor in one direction"
+            );
+            if slot
+                .compare_exchange(0, WAIT, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        if crate::proc::in_goroutine() {
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            gopark(WaitReason::IoWait, |g: GRef| {
+                // Go's netpollblockcommit: WAIT -> G, unless the poller or a
+                // deadline already moved the slot.
+                slot.compare_exchange(
+                    WAIT,
+                    g.as_ptr() as usize,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+            });
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            // The waker (poller or deadline) moved the slot on; consume it.
+            let old = slot.swap(0, Ordering::SeqCst);
+            if old == READY {
+                return Ok(());
+            }
+        } else {
+            // A plain thread: poll the fd directly with a short sleep loop.
+            loop {
+                let old = slot.load(Ordering::SeqCst);
+                if old == READY {
+                    slot.store(0, Ordering::SeqCst);
+                    return Ok(());
+                }
+                if pd.closing.load(Ordering::SeqCst) || expired.load(Ordering::SeqCst) {
+                    slot.store(0, Ordering::SeqCst);
+                    break;
+                }
+                let fd = pd.fd;
+                let mut pfd = [nix::poll::PollFd::new(
+                    // SAFETY: the descriptor is open while its PollDesc is
+                    // registered (the caller owns both).
+                    unsafe { BorrowedFd::borrow_raw(fd) },
+                    match mode {
+                        Mode::Read => nix::poll::PollFlags::POLLIN,
+                        Mode::Write => nix::poll::PollFlags::POLLOUT,
+                    },
+                )];
+                if let Ok(n) = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10u8)) {
+                    if n > 0 {
+                        slot.store(0, Ordering::SeqCst);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if pd.closing.load(Ordering::SeqCst) {
+            Err(WaitError::Closed)
+        } else {
+            Err(WaitError::TimedOut)
+        }
+    }
+}
+
+/// Go's `netpollunblock`: move the slot to READY (ioready) or 0, returning
+/// the parked G if there was one.
+fn unblock(slot: &AtomicUsize, ioready: bool) -> Option<GRef> {
+    loop {
+        let old = slot.load(Ordering::SeqCst);
+        if old == READY {
+            return None;
+        }
+        if old == 0 && !ioready {
+            return None;
+        }
+        let new = if ioready { READY } else { 0 };
+        // For a deadline (ioready false) we still need the waiter to see a
+        // non-READY wake: it reads 0 and reports the timeout/close.
+        if slot
+            .compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            if old > WAIT {
+                // SAFETY: the slot held the address of the parked G
+                // (stored by the waiter's commit).
+                return Some(unsafe { GRef::from_ptr(old as *mut G) });
+            }
+            return None;
+        }
+    }
+}
+
+struct DeadlineTimer {
+    pd: Arc<PollDesc>,
+    mode: Mode,
+    seq: u64,
+    armed: AtomicBool,
+}
+
+impl Timer for DeadlineTimer {
+    fn armed(&self) -> bool {
+        self.armed.load(Ordering::Acquire)
+    }
+    fn fire(&self, _now: u64) -> Option<u64> {
+        if !self.armed.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let (seq, expired, slot) = match self.mode {
+            Mode::Read => (&self.pd.rseq, &self.pd.rexpired, &self.pd.rg),
+            Mode::Write => (&self.pd.wseq, &self.pd.wexpired, &self.pd.wg),
+        };
+        if seq.load(Ordering::SeqCst) != self.seq {
+            return None;
+        }
+        expired.store(true, Ordering::SeqCst);
+        if let Some(g) = unblock(slot, false) {
+            goready(g);
+        }
+        None
+    }
+}
+
+impl PollDesc {
+    /// Sets (or clears, with `None`) the deadline for waits in `mode`,
+    /// `d` from now (Go's `poll_runtime_pollSetDeadline`).
+    pub fn set_deadline(self: &Arc<Self>, s: &Sched, mode: Mode, d: Option<Duration>) {
+        let (seq, expired) = match mode {
+            Mode::Read => (&self.rseq, &self.rexpired),
+            Mode::Write => (&self.wseq, &self.wexpired),
+        };
+        let n = seq.fetch_add(1, Ordering::SeqCst) + 1;
+        expired.store(false, Ordering::SeqCst);
+        if let Some(d) = d {
+            let t = Arc::new(DeadlineTimer {
+                pd: self.clone(),
+                mode,
+                seq: n,
+                armed: AtomicBool::new(true),
+            });
+            crate::time::start_timer(s, d, t);
+        }
+    }
+    /// The descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl Sched {
+    /// Polls without blocking and makes the ready goroutines runnable:
+    /// returns one to run now (if `p` is given) and queues the rest.
+    pub(crate) fn netpoll_inject(&self, delay: i64, p: Option<&'static gmp_p::P>) -> Option<GRef> {
+        let list = self.netpoll.poll(self, delay);
+        if list.is_empty() {
+            return None;
+        }
+        self.lastpoll
+            .store(self.nanotime().max(1), Ordering::SeqCst);
+        let mut it = list.into_iter();
+        let first = if p.is_some() { it.next() } else { None };
+        self.inject_list(it.collect(), p);
+        if let Some(g) = first {
+            if g.status
+                .cas(gmp_g::Status::Waiting, gmp_g::Status::Runnable)
+                .is_err()
+            {
+                panic!("gmp: netpoll readied a goroutine that was not waiting");
+            }
+        }
+        first
+    }
+
+    /// Go's `injectglist`: make every G runnable and queue it.
+    pub(crate) fn inject_list(&self, list: Vec<GRef>, p: Option<&'static gmp_p::P>) {
+        if list.is_empty() {
+            return;
+        }
+        let n = list.len();
+        for g in list {
+            if g.status
+                .cas(gmp_g::Status::Waiting, gmp_g::Status::Runnable)
+                .is_err()
+            {
+                panic!("gmp: injectglist: goroutine {} was not waiting", g.id());
+            }
+            g.runnable_since.store(self.nanotime(), Ordering::Relaxed);
+            match p {
+                Some(p) => p.runq_put(g, false, &mut |x| self.globrunqput(x)),
+                None => self.globrunqput(g),
+            }
+        }
+        for _ in 0..n.min(self.npidle.load(Ordering::SeqCst)) {
+            if !crate::proc::startm(self, None, false) {
+                break;
+            }
+        }
+        crate::proc::wakep(self);
+    }
+
+    /// Sysmon's poll: if nobody polled for 10 ms, poll and inject
+    /// (Go's sysmon `netpoll(0)` step). Returns how many were readied.
+    pub fn sysmon_netpoll(&self) -> usize {
+        let last = self.lastpoll.load(Ordering::SeqCst);
+        let now = self.nanotime();
+        if self.netpoll.waiters() == 0 || last == 0 || now.saturating_sub(last) < 10_000_000 {
+            return 0;
+        }
+        if self
+            .lastpoll
+            .compare_exchange(last, now.max(1), Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return 0;
+        }
+        let list = self.netpoll.poll(self, 0);
+        let n = list.len();
+        self.inject_list(list, None);
+        n
+    }
+
+    /// The runtime's netpoller.
+    pub fn netpoller(&self) -> &Netpoll {
+        &self.netpoll
+    }
+}
