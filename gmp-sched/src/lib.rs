@@ -56,6 +56,7 @@
 pub mod deadlock;
 pub mod debug;
 pub mod metrics;
+pub use metrics::SchedMetrics;
 pub mod netpoll;
 pub mod park;
 pub mod preempt;

@@ -208,7 +208,20 @@ impl Netpoll {
                 }
             }
         }
-        // Poller-readied Gs are made runnable by the caller (inject).
+        // Make them Runnable here, once, for every caller: the blocking
+        // poll in findrunnable runs the first G directly, so a caller that
+        // forgot the transition would execute a Waiting G.
+        for g in &out {
+            if g.status
+                .cas(gmp_g::Status::Waiting, gmp_g::Status::Runnable)
+                .is_err()
+            {
+                panic!(
+                    "gmp: netpoll readied goroutine {} that was not waiting",
+                    g.id()
+                );
+            }
+        }
         out
     }
 
@@ -243,7 +256,26 @@ impl Netpoll {
                 break;
             }
         }
-        if crate::proc::in_goroutine() {
+        // Go's netpollblock re-check: a deadline or close that ran between
+        // the checks above and our 0 -> WAIT saw the slot at 0 and woke
+        // nobody. (Its store to `expired`/`closing` and our CAS are SeqCst,
+        // so one of the two sides sees the other.)
+        if pd.closing.load(Ordering::SeqCst) || expired.load(Ordering::SeqCst) {
+            if slot.swap(0, Ordering::SeqCst) == READY {
+                return Ok(());
+            }
+            return Err(if pd.closing.load(Ordering::SeqCst) {
+                WaitError::Closed
+            } else {
+                WaitError::TimedOut
+            });
+        }
+        // A goroutine inside `blocking` (status Syscall, no P) must not
+        // park: it waits like a plain thread.
+        let can_park = crate::proc::current_g()
+            .map(|g| g.status.get() == gmp_g::Status::Running)
+            .unwrap_or(false);
+        if can_park {
             self.waiters.fetch_add(1, Ordering::SeqCst);
             gopark(WaitReason::IoWait, |g: GRef| {
                 // Go's netpollblockcommit: WAIT -> G, unless the poller or a
@@ -397,30 +429,17 @@ impl Sched {
         let mut it = list.into_iter();
         let first = if p.is_some() { it.next() } else { None };
         self.inject_list(it.collect(), p);
-        if let Some(g) = first {
-            if g.status
-                .cas(gmp_g::Status::Waiting, gmp_g::Status::Runnable)
-                .is_err()
-            {
-                panic!("gmp: netpoll readied a goroutine that was not waiting");
-            }
-        }
         first
     }
 
-    /// Go's `injectglist`: make every G runnable and queue it.
+    /// Go's `injectglist`: queue Gs that [`Netpoll::poll`] made runnable.
     pub(crate) fn inject_list(&self, list: Vec<GRef>, p: Option<&'static gmp_p::P>) {
         if list.is_empty() {
             return;
         }
         let n = list.len();
         for g in list {
-            if g.status
-                .cas(gmp_g::Status::Waiting, gmp_g::Status::Runnable)
-                .is_err()
-            {
-                panic!("gmp: injectglist: goroutine {} was not waiting", g.id());
-            }
+            debug_assert_eq!(g.status.get(), gmp_g::Status::Runnable);
             g.runnable_since.store(self.nanotime(), Ordering::Relaxed);
             match p {
                 Some(p) => p.runq_put(g, false, &mut |x| self.globrunqput(x)),

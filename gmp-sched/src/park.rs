@@ -31,6 +31,12 @@ thread_local! {
     static PARKER: Arc<ThreadParker> = Arc::new(ThreadParker::default());
 }
 
+/// The calling goroutine if it may park: a goroutine inside
+/// `gmp::blocking` has given up its P and blocks like a plain thread.
+fn parkable_g() -> Option<GRef> {
+    current_g().filter(|g| g.status.get() == gmp_g::Status::Running)
+}
+
 /// Who is waiting: a goroutine or an OS thread.
 #[derive(Clone)]
 pub enum Waiter {
@@ -62,7 +68,7 @@ impl PartialEq for Waiter {
 impl Waiter {
     /// The caller as a waiter.
     pub fn current() -> Waiter {
-        match current_g() {
+        match parkable_g() {
             Some(g) => Waiter::G(g),
             None => Waiter::Thread(PARKER.with(|p| p.clone())),
         }
@@ -91,7 +97,7 @@ impl Waiter {
 /// `unlock` runs once the caller is committed to sleeping; it must release
 /// the lock that guards the queue holding the waiter.
 pub fn park<F: FnOnce()>(reason: WaitReason, unlock: F) {
-    if current_g().is_some() {
+    if parkable_g().is_some() {
         gopark(reason, move |_g| {
             unlock();
             true

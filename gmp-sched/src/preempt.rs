@@ -12,7 +12,7 @@
 //!   If the M is in the runtime, the handler does nothing: the flag will be
 //!   seen at a safe point. The handler never switches stacks.
 //! * The hog, at its next runtime entry, gets a P back exactly like a
-//!   goroutine returning from a blocking call ([`reacquire_after_forced_handoff`]).
+//!   goroutine returning from a blocking call (`reacquire_after_forced_handoff`).
 
 use std::sync::atomic::{compiler_fence, Ordering};
 use std::sync::Once;

@@ -125,15 +125,24 @@ fn goexit(g: GRef) -> ! {
 // ---------------------------------------------------------------------------
 
 impl Sched {
+    /// Reports a thread-creation failure once on stderr (and every time
+    /// through `tracing`): the runtime keeps going on the threads it has.
+    fn thread_limit_warning(&self, msg: std::fmt::Arguments<'_>) {
+        tracing::error!("{msg}");
+        if !self.thread_limit_reported.swap(true, Ordering::Relaxed) {
+            eprintln!("{msg}");
+        }
+    }
+
     /// Go's `newm`: creates an M thread, which will start by acquiring `p`.
     /// Fails (returning `false`) past the thread cap or when the OS refuses.
     pub(crate) fn newm(&self, p: Option<&'static P>, spinning: bool) -> bool {
         let n = self.allm.lock().unwrap().len();
         if n >= self.max_threads.load(Ordering::Relaxed) {
-            tracing::error!(
-                "gmp: program exceeds the {}-thread limit; continuing on existing threads",
+            self.thread_limit_warning(format_args!(
+                "gmp: program exceeds the {}-thread limit; continuing on the existing threads",
                 self.max_threads.load(Ordering::Relaxed)
-            );
+            ));
             return false;
         }
         let id = self.mnext.fetch_add(1, Ordering::Relaxed);
@@ -154,9 +163,9 @@ impl Sched {
             }
             Err(e) => {
                 self.allm.lock().unwrap().retain(|x| !Arc::ptr_eq(x, &m));
-                tracing::error!(
-                    "gmp: cannot create thread gmp-m{id}: {e}; continuing on existing threads"
-                );
+                self.thread_limit_warning(format_args!(
+                    "gmp: cannot create thread gmp-m{id}: {e}; continuing on the existing threads"
+                ));
                 false
             }
         }
@@ -310,7 +319,7 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
                     s.counters.preemptions.fetch_add(1, Ordering::Relaxed);
                 }
                 make_runnable(s, g);
-                if s.debug.migrate {
+                if s.debug.migrate && g.lockedm.load(Ordering::Relaxed) == 0 {
                     migrate_handoff(s, m, g);
                     return;
                 }
@@ -907,8 +916,6 @@ fn startlockedm(s: &Sched, m: &M, g: GRef) {
     // SAFETY: lockedm holds the address of a live M of this Sched.
     let target = unsafe { &*(g.lockedm.load(Ordering::Acquire) as *const M) };
     let p = releasep(m).expect("startlockedm without a P");
-    // The target's locked G must be back on its P's runnext when it wakes.
-    p.runq_put(g, true, &mut |x| s.globrunqput(x));
     target
         .nextp
         .store(p as *const P as *mut P, Ordering::Release);

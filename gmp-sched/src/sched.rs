@@ -159,6 +159,7 @@ pub struct Sched {
     pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub(crate) mnext: AtomicU64,
     pub(crate) max_threads: AtomicUsize,
+    pub(crate) thread_limit_reported: AtomicBool,
     pub(crate) goidgen: AtomicU64,
     pub(crate) main_goid_taken: AtomicBool,
     /// Live user goroutines.
@@ -198,7 +199,7 @@ impl fmt::Debug for Sched {
 }
 
 impl Sched {
-    /// Builds a scheduler; no thread is started until [`Sched::start`].
+    /// Builds a scheduler; Ms are started on demand as work arrives.
     pub fn new(cfg: Config) -> Result<Arc<Sched>, BuildError> {
         if cfg.procs == 0 {
             return Err(BuildError::ZeroProcs);
@@ -232,6 +233,7 @@ impl Sched {
             threads: Mutex::new(Vec::new()),
             mnext: AtomicU64::new(0),
             max_threads: AtomicUsize::new(cfg.max_threads.max(cfg.procs + 1)),
+            thread_limit_reported: AtomicBool::new(false),
             goidgen: AtomicU64::new(2),
             main_goid_taken: AtomicBool::new(false),
             ngoroutine: AtomicI64::new(0),

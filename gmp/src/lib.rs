@@ -39,13 +39,19 @@
 
 #![warn(missing_docs)]
 
+pub mod channel;
+pub mod net;
 mod runtime;
+pub mod select;
+pub mod sync;
 mod task;
 pub mod time;
 
 pub use runtime::{default_procs, run, Builder, Runtime};
 pub use task::{go, try_go, JoinHandle};
 pub use time::sleep;
+
+pub use channel::{chan, Receiver, Sender};
 
 #[doc(inline)]
 pub use gmp_p::{RunQueue, RunQueueFactory};
@@ -106,4 +112,19 @@ pub fn unlock_os_thread() {
 /// The calling goroutine's id (`None` outside a goroutine).
 pub fn goid() -> Option<u64> {
     gmp_sched::current_g().map(|g| g.id())
+}
+
+/// Scheduler metrics (see [`metrics`]).
+pub use gmp_sched::SchedMetrics as Metrics;
+
+/// A snapshot of the current runtime's metrics (`None` outside a runtime).
+pub fn metrics() -> Option<Metrics> {
+    gmp_sched::with_current_sched(|s| s.metrics())
+}
+
+impl Runtime {
+    /// A snapshot of this runtime's metrics.
+    pub fn metrics(&self) -> Metrics {
+        self.sched().metrics()
+    }
 }

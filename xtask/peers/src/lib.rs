@@ -184,7 +184,7 @@ pub fn skynet_expected(leaves: u64) -> u64 {
 /// Skynet needs a power of `SKYNET_DIV` leaves.
 pub fn is_power_of_div(mut n: u64) -> bool {
     while n > 1 {
-        if n % SKYNET_DIV != 0 {
+        if n / SKYNET_DIV * SKYNET_DIV != n {
             return false;
         }
         n /= SKYNET_DIV;

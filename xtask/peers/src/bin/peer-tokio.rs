@@ -97,13 +97,7 @@ async fn spawn(n: u64) -> Outcome {
     }
     shared.wg.wait().await;
     let el = t0.elapsed();
-    Outcome::expect(
-        el,
-        n,
-        "counter",
-        shared.counter.load(Ordering::Relaxed),
-        n,
-    )
+    Outcome::expect(el, n, "counter", shared.counter.load(Ordering::Relaxed), n)
 }
 
 type BoxFut = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -1,0 +1,307 @@
+//! The locked heart of a channel (Go's `hchan`): the buffer, the two wait
+//! queues and the completions handed from wakers to the woken.
+//!
+//! Everything here runs with the channel's lock held and never blocks,
+//! never wakes anyone and never drops a user value: each operation returns
+//! the [`Waiter`] to wake, and the caller wakes it after unlocking (Go's
+//! rule: never change another goroutine's status under a channel lock).
+//! User values are only ever *moved* under the lock, so a `Drop` impl that
+//! touches the same channel cannot deadlock.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use gmp_sched::park::Waiter;
+
+use super::RecvError;
+
+/// `SelState::state` bit: the owner has committed to sleeping, so whoever
+/// claims it must wake it.
+const PARKED: usize = 1;
+/// The "case" a select's own timer claims.
+pub(crate) const TIMEOUT_CASE: usize = usize::MAX >> 2;
+
+/// The shared word of one blocked select (or timed operation): Go's
+/// `g.selectDone` plus the "already asleep" bit that lets the owner
+/// register on its channels *before* committing to sleep.
+///
+/// `state` is `(selected_case + 1) << 1 | PARKED`. It only ever grows:
+/// 0 → `PARKED` (the owner, once it is `Waiting`) and, exactly once,
+/// "no case" → "case k" (the one claimer that wins the CAS). The claimer
+/// wakes the owner iff it saw `PARKED`; if the owner had not parked yet,
+/// its own CAS to `PARKED` fails and it does not sleep. Either way the
+/// owner is woken exactly once or not at all — never twice, never lost.
+#[derive(Debug)]
+pub(crate) struct SelState {
+    state: AtomicUsize,
+    waiter: Waiter,
+}
+
+impl SelState {
+    pub(crate) fn new(waiter: Waiter) -> Self {
+        SelState {
+            state: AtomicUsize::new(0),
+            waiter,
+        }
+    }
+    /// Claims the select for `case`. `None`: somebody else won (the entry
+    /// is dead). `Some(w)`: we won; wake `w` (if any) after unlocking.
+    pub(crate) fn claim(&self, case: usize) -> Option<Option<Waiter>> {
+        // Acquire: pairs with the owner's AcqRel CAS to PARKED, so that a
+        // claimer that sees PARKED wakes a goroutine that really is Waiting.
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            if cur >> 1 != 0 {
+                return None;
+            }
+            match self.state.compare_exchange_weak(
+                cur,
+                cur | ((case + 1) << 1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some((cur & PARKED != 0).then(|| self.waiter.clone()));
+                }
+                Err(c) => cur = c,
+            }
+        }
+    }
+    /// The owner commits to sleeping; false if a case was already claimed
+    /// (then nobody will wake it and it must not sleep).
+    pub(crate) fn try_park(&self) -> bool {
+        self.state
+            .compare_exchange(0, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+    /// The claimed case (call only once claimed).
+    pub(crate) fn selected(&self) -> usize {
+        let s = self.state.load(Ordering::Acquire) >> 1;
+        debug_assert!(s != 0, "select woken without a claimed case");
+        s.wrapping_sub(1)
+    }
+    /// The timer's claim: wakes the owner if it was asleep.
+    pub(crate) fn fire_timeout(&self) {
+        if let Some(Some(w)) = self.claim(TIMEOUT_CASE) {
+            w.wake();
+        }
+    }
+}
+
+/// Who waits in a queue entry.
+#[derive(Debug)]
+pub(crate) enum Who {
+    /// A plain blocking operation: parked under the channel lock, always
+    /// claimable by the first waker that pops it.
+    Plain(Waiter),
+    /// One case of a select (or a timed operation): claimable only by
+    /// winning [`SelState::claim`].
+    Select(Arc<SelState>, usize),
+}
+
+impl Who {
+    /// `None`: a dead select entry (drop it). `Some(w)`: claimed.
+    #[inline]
+    fn claim(self) -> Option<Option<Waiter>> {
+        match self {
+            Who::Plain(w) => Some(Some(w)),
+            Who::Select(s, case) => s.claim(case),
+        }
+    }
+}
+
+/// A parked receiver (Go's `sudog` on `recvq`).
+#[derive(Debug)]
+pub(crate) struct RecvEntry {
+    id: u64,
+    who: Who,
+}
+
+/// A parked sender with the value it offers.
+#[derive(Debug)]
+pub(crate) struct SendEntry<T> {
+    id: u64,
+    who: Who,
+    value: T,
+}
+
+/// What a waker leaves for the woken operation (keyed by its entry id).
+#[derive(Debug)]
+pub(crate) enum Done<T> {
+    /// A receive got this value.
+    Recv(T),
+    /// A receive was released by close.
+    RecvClosed,
+    /// A send was taken.
+    Sent,
+    /// A send was released by close; the value goes back.
+    SendClosed(T),
+    /// A dead select send entry was popped by a waker that lost the claim:
+    /// the value waits here for the owner's cleanup.
+    Unsent(T),
+}
+
+/// The channel state guarded by the channel's one mutex.
+#[derive(Debug)]
+pub(crate) struct State<T> {
+    pub(crate) buf: VecDeque<T>,
+    pub(crate) closed: bool,
+    recvq: VecDeque<RecvEntry>,
+    sendq: VecDeque<SendEntry<T>>,
+    done: Vec<(u64, Done<T>)>,
+    next_id: u64,
+}
+
+impl<T> State<T> {
+    pub(crate) fn new(cap: usize) -> Self {
+        State {
+            // Go allocates the whole ring up front; we cap the eager part
+            // (a guess: big enough for every benchmark, small for huge caps).
+            buf: VecDeque::with_capacity(cap.min(1024)),
+            closed: false,
+            recvq: VecDeque::new(),
+            sendq: VecDeque::new(),
+            done: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Go's `chanrecv` under the lock. `None`: it would block.
+    /// `Some((result, wake))`: done; wake `wake` after unlocking.
+    #[inline]
+    pub(crate) fn try_recv(&mut self) -> Option<(Result<T, RecvError>, Option<Waiter>)> {
+        if let Some(v) = self.buf.pop_front() {
+            // A full buffer with parked senders: move the first live one's
+            // value to the tail, so FIFO order is kept (Go's `recv`).
+            let mut wake = None;
+            while let Some(e) = self.sendq.pop_front() {
+                match e.who.claim() {
+                    Some(w) => {
+                        self.buf.push_back(e.value);
+                        self.done.push((e.id, Done::Sent));
+                        wake = w;
+                        break;
+                    }
+                    None => self.done.push((e.id, Done::Unsent(e.value))),
+                }
+            }
+            return Some((Ok(v), wake));
+        }
+        if self.closed {
+            return Some((Err(RecvError), None));
+        }
+        // Unbuffered (or an empty buffer): take straight from a sender.
+        while let Some(e) = self.sendq.pop_front() {
+            match e.who.claim() {
+                Some(w) => {
+                    self.done.push((e.id, Done::Sent));
+                    return Some((Ok(e.value), w));
+                }
+                None => self.done.push((e.id, Done::Unsent(e.value))),
+            }
+        }
+        None
+    }
+
+    /// Go's `chansend` under the lock. `Ok(wake)`: sent. `Err((v, true))`:
+    /// closed. `Err((v, false))`: it would block.
+    #[inline]
+    pub(crate) fn try_send(&mut self, v: T, cap: usize) -> Result<Option<Waiter>, (T, bool)> {
+        if self.closed {
+            return Err((v, true));
+        }
+        // A parked receiver implies an empty buffer: hand the value over.
+        while let Some(e) = self.recvq.pop_front() {
+            if let Some(w) = e.who.claim() {
+                self.done.push((e.id, Done::Recv(v)));
+                return Ok(w);
+            }
+        }
+        if self.buf.len() < cap {
+            self.buf.push_back(v);
+            return Ok(None);
+        }
+        Err((v, false))
+    }
+
+    /// Go's `closechan` under the lock: releases every parked operation.
+    /// Returns whether this call closed it, and whom to wake.
+    pub(crate) fn close(&mut self) -> (bool, Vec<Waiter>) {
+        if self.closed {
+            return (false, Vec::new());
+        }
+        self.closed = true;
+        let mut wake = Vec::new();
+        for e in std::mem::take(&mut self.recvq) {
+            if let Some(w) = e.who.claim() {
+                self.done.push((e.id, Done::RecvClosed));
+                wake.extend(w);
+            }
+        }
+        for e in std::mem::take(&mut self.sendq) {
+            match e.who.claim() {
+                Some(w) => {
+                    self.done.push((e.id, Done::SendClosed(e.value)));
+                    wake.extend(w);
+                }
+                None => self.done.push((e.id, Done::Unsent(e.value))),
+            }
+        }
+        (true, wake)
+    }
+
+    #[inline]
+    fn next_id(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    /// Parks a receiver at the tail of `recvq`; returns its entry id.
+    #[inline]
+    pub(crate) fn register_recv(&mut self, who: Who) -> u64 {
+        let id = self.next_id();
+        self.recvq.push_back(RecvEntry { id, who });
+        id
+    }
+
+    /// Parks a sender and its value at the tail of `sendq`.
+    #[inline]
+    pub(crate) fn register_send(&mut self, who: Who, value: T) -> u64 {
+        let id = self.next_id();
+        self.sendq.push_back(SendEntry { id, who, value });
+        id
+    }
+
+    /// Takes the completion left for entry `id`.
+    #[inline]
+    pub(crate) fn take_done(&mut self, id: u64) -> Option<Done<T>> {
+        let i = self.done.iter().position(|(d, _)| *d == id)?;
+        Some(self.done.swap_remove(i).1)
+    }
+
+    /// Removes a receive entry that nobody claimed (select cleanup).
+    pub(crate) fn unregister_recv(&mut self, id: u64) {
+        if let Some(i) = self.recvq.iter().position(|e| e.id == id) {
+            self.recvq.remove(i);
+        }
+    }
+
+    /// Removes a send entry that nobody claimed, giving its value back
+    /// (from the queue, or from where a waker that lost the claim left it).
+    pub(crate) fn unregister_send(&mut self, id: u64) -> Option<T> {
+        if let Some(i) = self.sendq.iter().position(|e| e.id == id) {
+            return self.sendq.remove(i).map(|e| e.value);
+        }
+        match self.take_done(id) {
+            Some(Done::Unsent(v)) => Some(v),
+            Some(_) => unreachable!("gmp: an unclaimed send case has a completion"),
+            None => None,
+        }
+    }
+
+    /// Number of parked senders and receivers (for tests and debugging).
+    pub(crate) fn waiters(&self) -> (usize, usize) {
+        (self.sendq.len(), self.recvq.len())
+    }
+}

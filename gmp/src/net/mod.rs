@@ -1,0 +1,400 @@
+//! Networking on the netpoller: TCP, UDP and Unix sockets whose blocking
+//! operations park the goroutine, not the thread (Go's `net` package over
+//! `internal/poll` and the runtime's netpoller).
+//!
+//! ```
+//! use std::io::{Read, Write};
+//!
+//! gmp::run(|| {
+//!     let listener = gmp::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//!     let addr = listener.local_addr().unwrap();
+//!     gmp::go(move || {
+//!         let (mut conn, _) = listener.accept().unwrap();
+//!         let mut buf = [0u8; 5];
+//!         conn.read_exact(&mut buf).unwrap();
+//!         conn.write_all(&buf).unwrap();
+//!     });
+//!     let mut c = gmp::net::TcpStream::connect(addr).unwrap();
+//!     c.write_all(b"hello").unwrap();
+//!     let mut back = [0u8; 5];
+//!     c.read_exact(&mut back).unwrap();
+//!     assert_eq!(&back, b"hello");
+//! });
+//! ```
+//!
+//! ## The design
+//! The types mirror `std::net` / `std::os::unix::net` method for method
+//! (`bind`, `accept`, `incoming`, `connect`, `peer_addr`, `local_addr`,
+//! `shutdown`, `set_read_timeout`, `set_write_timeout`, `set_nodelay`, ...)
+//! and implement [`std::io::Read`] and [`std::io::Write`] (also for `&T`,
+//! so one goroutine can read while another writes). Underneath:
+//!
+//! * Every descriptor is **non-blocking** and, as soon as it is used inside
+//!   a runtime, registered once (edge-triggered, both directions) with the
+//!   runtime's single epoll instance (`gmp_sched::netpoll::Netpoll`).
+//! * An operation is tried first; only on `WouldBlock` does the goroutine
+//!   park in `Netpoll::wait(pd, mode)` (Go's `pollDesc.waitRead`), and it
+//!   retries when the poller readies it. The M that ran it goes on running
+//!   other goroutines; an idle M blocks in `epoll_wait` until the next timer.
+//! * At most one goroutine waits per direction (the netpoller's contract,
+//!   Go's `fdMutex`): operations in one direction are serialized by a small
+//!   lock that parks contenders (`gmp_sched::park`), so sharing a `&TcpStream`
+//!   between many readers is safe, never a panic.
+//! * Timeouts (`set_read_timeout`, `set_write_timeout`, `connect_timeout`)
+//!   follow std: they bound each operation. They are netpoll deadlines
+//!   (timers on the P); an expired one ends the wait with
+//!   [`ErrorKind::TimedOut`](std::io::ErrorKind::TimedOut).
+//! * Errors are the OS's, as `io::Error`s (`ConnectionRefused`,
+//!   `ConnectionReset`, `EMFILE` from `accept`, ...), never panics. A
+//!   listener whose `accept` failed is still usable: the pending connection
+//!   stays queued and the next `accept` tries again.
+//! * The descriptor is deregistered from epoll *before* it is closed (in
+//!   `Drop`, or by `into_std`), so a reused descriptor number never receives
+//!   a stale registration.
+//! * Outside a runtime (a plain thread) the same types work: the thread
+//!   blocks in `poll(2)` instead of parking. Inside a goroutine a socket that
+//!   could not be registered falls back to `poll(2)` inside
+//!   [`crate::blocking`], so it still does not stall the other goroutines.
+//! * Name resolution (`ToSocketAddrs`) may block in the OS resolver; it runs
+//!   inside [`crate::blocking`].
+//!
+//! A socket belongs to the runtime that first registered it; use it from
+//! that runtime's goroutines or from plain threads.
+//!
+//! ## Conversions
+//! `From<std::net::TcpStream>` (and the others) switch the socket to
+//! non-blocking mode and register it; `into_std` deregisters it and returns
+//! it in blocking mode.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use gmp_g::WaitReason;
+use gmp_sched::netpoll::{Mode, PollDesc, WaitError};
+use gmp_sched::park::{park, Waiter};
+use gmp_sched::Sched;
+
+mod tcp;
+mod udp;
+mod unix;
+
+pub use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs,
+};
+pub use tcp::{Incoming, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixIncoming, UnixListener, UnixStream};
+
+/// A socket's registration with a runtime's netpoller.
+struct Reg {
+    pd: Arc<PollDesc>,
+    sched: Weak<Sched>,
+}
+
+/// A FIFO lock that parks contenders (goroutines through `gopark`, plain
+/// threads on their parker): Go's `fdMutex` read or write half.
+struct OpLock {
+    st: Mutex<OpState>,
+}
+
+struct OpState {
+    held: bool,
+    q: VecDeque<Waiter>,
+}
+
+struct OpGuard<'a>(&'a OpLock);
+
+impl OpLock {
+    fn new() -> OpLock {
+        OpLock {
+            st: Mutex::new(OpState {
+                held: false,
+                q: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> OpGuard<'_> {
+        let mut st = self.st.lock().unwrap_or_else(PoisonError::into_inner);
+        if !st.held {
+            st.held = true;
+            return OpGuard(self);
+        }
+        st.q.push_back(Waiter::current());
+        // The unlocker hands the lock over (`held` stays true) and wakes us.
+        park(WaitReason::IoWait, move || drop(st));
+        OpGuard(self)
+    }
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.st.lock().unwrap_or_else(PoisonError::into_inner);
+        match st.q.pop_front() {
+            Some(w) => {
+                drop(st);
+                w.wake();
+            }
+            None => st.held = false,
+        }
+    }
+}
+
+/// Nanoseconds of a timeout (`0`: none).
+fn timeout_ns(d: Option<Duration>) -> io::Result<u64> {
+    match d {
+        None => Ok(0),
+        Some(d) if d.is_zero() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        )),
+        Some(d) => Ok(d.as_nanos().clamp(1, u64::MAX as u128) as u64),
+    }
+}
+
+fn ns_timeout(ns: u64) -> Option<Duration> {
+    (ns != 0).then(|| Duration::from_nanos(ns))
+}
+
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "operation timed out")
+}
+
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "use of closed network connection",
+    )
+}
+
+/// Resolves addresses; the resolver may block in the OS, so it runs inside
+/// [`crate::blocking`].
+pub(crate) fn resolve<A: ToSocketAddrs>(addr: A) -> io::Result<Vec<SocketAddr>> {
+    gmp_sched::blocking(|| addr.to_socket_addrs().map(|it| it.collect::<Vec<_>>()))
+}
+
+/// Tries `f` on each address in turn (std's `each_addr`).
+pub(crate) fn each_addr<A: ToSocketAddrs, T>(
+    addr: A,
+    mut f: impl FnMut(&SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let addrs = resolve(addr)?;
+    let mut last = None;
+    for a in &addrs {
+        match f(a) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any addresses",
+        )
+    }))
+}
+
+/// A non-blocking socket plus its netpoll registration: the engine under
+/// every type of this module (Go's `poll.FD`).
+pub(crate) struct PollIo<S: AsFd> {
+    sock: Option<S>,
+    reg: OnceLock<Reg>,
+    reg_lock: Mutex<()>,
+    rlock: OpLock,
+    wlock: OpLock,
+    rtimeout: AtomicU64,
+    wtimeout: AtomicU64,
+}
+
+impl<S: AsFd> PollIo<S> {
+    /// Wraps a socket that is already non-blocking, registering it if the
+    /// caller runs inside a runtime.
+    pub(crate) fn new(sock: S) -> PollIo<S> {
+        let io = PollIo {
+            sock: Some(sock),
+            reg: OnceLock::new(),
+            reg_lock: Mutex::new(()),
+            rlock: OpLock::new(),
+            wlock: OpLock::new(),
+            rtimeout: AtomicU64::new(0),
+            wtimeout: AtomicU64::new(0),
+        };
+        let _ = io.reg();
+        io
+    }
+
+    pub(crate) fn sock(&self) -> &S {
+        self.sock
+            .as_ref()
+            .expect("gmp::net: socket present until drop")
+    }
+
+    /// The registration, made on first use inside a runtime. `None` outside
+    /// any runtime, or if epoll refused the descriptor.
+    fn reg(&self) -> Option<&Reg> {
+        if let Some(r) = self.reg.get() {
+            return Some(r);
+        }
+        let s = gmp_sched::current_sched()?;
+        let _g = self.reg_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = self.reg.get() {
+            return Some(r);
+        }
+        match s.netpoller().register(self.sock().as_fd()) {
+            Ok(pd) => {
+                let _ = self.reg.set(Reg {
+                    pd,
+                    sched: Arc::downgrade(&s),
+                });
+                self.reg.get()
+            }
+            Err(e) => {
+                tracing::debug!("gmp::net: epoll registration failed ({e}); using poll(2)");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn set_timeout(&self, mode: Mode, d: Option<Duration>) -> io::Result<()> {
+        let ns = timeout_ns(d)?;
+        match mode {
+            Mode::Read => self.rtimeout.store(ns, Ordering::Relaxed),
+            Mode::Write => self.wtimeout.store(ns, Ordering::Relaxed),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn timeout(&self, mode: Mode) -> Option<Duration> {
+        ns_timeout(match mode {
+            Mode::Read => self.rtimeout.load(Ordering::Relaxed),
+            Mode::Write => self.wtimeout.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Runs `f` until it does not return `WouldBlock`, parking on the
+    /// netpoller in between, under the direction's lock and its timeout.
+    pub(crate) fn io<R>(&self, mode: Mode, f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        let _g = match mode {
+            Mode::Read => self.rlock.lock(),
+            Mode::Write => self.wlock.lock(),
+        };
+        self.io_locked(mode, self.timeout(mode), f)
+    }
+
+    /// Like [`io`](Self::io) with an explicit timeout and without taking
+    /// the direction's lock (the caller holds it or is the only user).
+    pub(crate) fn io_locked<R>(
+        &self,
+        mode: Mode,
+        timeout: Option<Duration>,
+        mut f: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        gmp_sched::check_preempt();
+        let mut deadline: Option<Instant> = None;
+        let mut armed: Option<&Reg> = None;
+        let r = loop {
+            match f(self.sock()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+            let deadline = *deadline.get_or_insert_with(|| match timeout {
+                Some(t) => Instant::now().checked_add(t).unwrap_or_else(far_future),
+                None => far_future(),
+            });
+            // (A socket whose runtime is gone waits like a plain thread.)
+            match self.reg().and_then(|r| Some((r, r.sched.upgrade()?))) {
+                Some((reg, s)) => {
+                    if armed.is_none() {
+                        if let Some(t) = timeout {
+                            reg.pd.set_deadline(&s, mode, Some(t));
+                            armed = Some(reg);
+                        }
+                    }
+                    match s.netpoller().wait(&reg.pd, mode) {
+                        Ok(()) => {}
+                        Err(WaitError::TimedOut) => break Err(timed_out()),
+                        Err(WaitError::Closed) => break Err(closed()),
+                    }
+                }
+                None => {
+                    if !poll_fd(self.sock().as_fd(), mode, deadline)? {
+                        break Err(timed_out());
+                    }
+                }
+            }
+        };
+        if let Some(reg) = armed {
+            if let Some(s) = reg.sched.upgrade() {
+                reg.pd.set_deadline(&s, mode, None);
+            }
+        }
+        r
+    }
+
+    /// Deregisters and returns the socket (for `into_std`).
+    pub(crate) fn into_inner(mut self) -> S {
+        self.deregister();
+        self.sock
+            .take()
+            .expect("gmp::net: socket present until drop")
+    }
+
+    fn deregister(&mut self) {
+        if let (Some(reg), Some(sock)) = (self.reg.take(), self.sock.as_ref()) {
+            if let Some(s) = reg.sched.upgrade() {
+                s.netpoller().deregister(&reg.pd, sock.as_fd());
+            }
+        }
+    }
+}
+
+impl<S: AsFd> Drop for PollIo<S> {
+    fn drop(&mut self) {
+        // Before the descriptor closes (the field drops after this).
+        self.deregister();
+    }
+}
+
+impl<S: AsFd> std::fmt::Debug for PollIo<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.sock {
+            Some(s) => write!(f, "fd {}", s.as_fd().as_raw_fd()),
+            None => write!(f, "closed"),
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// Waits in `poll(2)` (inside [`crate::blocking`]) until `fd` is ready or
+/// `deadline` passes; false on timeout.
+fn poll_fd(fd: std::os::fd::BorrowedFd<'_>, mode: Mode, deadline: Instant) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let flags = match mode {
+        Mode::Read => PollFlags::POLLIN,
+        Mode::Write => PollFlags::POLLOUT,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        // Whole milliseconds, rounded up, at most ~24 days per call.
+        let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd, flags)];
+        match gmp_sched::blocking(|| nix::poll::poll(&mut fds, timeout)) {
+            Ok(0) => continue,
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

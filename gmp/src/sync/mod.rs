@@ -1,0 +1,53 @@
+//! Goroutine-aware synchronisation: Go's `sync` package with std's shapes.
+//!
+//! | gmp | Go | std |
+//! |---|---|---|
+//! | [`Mutex`] | `sync.Mutex` | `std::sync::Mutex` |
+//! | [`RwLock`] | `sync.RWMutex` | `std::sync::RwLock` |
+//! | [`Condvar`] | `sync.Cond` | `std::sync::Condvar` |
+//! | [`WaitGroup`] | `sync.WaitGroup` | — |
+//! | [`Once`] | `sync.Once` | `std::sync::Once` |
+//!
+//! Blocking in any of them parks the calling goroutine (its M goes on
+//! running other goroutines) or, from a plain OS thread, blocks the thread.
+//! None of them spins an M: waiting is always a park, and the internal
+//! `std::sync::Mutex` that guards each one's bookkeeping is held for a few
+//! instructions only and never across a park. Guards are RAII and `Send`:
+//! a goroutine that took a lock may release it on another thread after a
+//! park point, which `std::sync::MutexGuard` cannot survive.
+//!
+//! # Design
+//! Every primitive follows the channel protocol (see
+//! [`crate::channel`]): register a [`Waiter`](gmp_sched::park::Waiter) in a
+//! queue under the primitive's internal lock, park with a closure that
+//! releases that lock (so, for a goroutine, the release happens after its
+//! status is `Waiting`), and have the waker remove the waiter under the
+//! same lock and wake it after releasing it. Whoever removes a waiter from
+//! its queue wakes it — exactly once.
+//!
+//! The facade has no `unsafe`: [`Mutex`] keeps its value in a `Box` that
+//! the owner holds in its guard, and [`RwLock`] in an `Arc` that readers
+//! share and a writer holds alone. The costs are an uncontended internal
+//! lock per acquire and release, and `Arc::get_mut` on each write access.
+//! Neither can be built in a `const` context (a `Once` can).
+
+mod condvar;
+mod mutex;
+mod once;
+mod rwlock;
+mod waitgroup;
+
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use mutex::{Mutex, MutexGuard};
+pub use once::Once;
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use waitgroup::WaitGroup;
+
+pub(crate) use std::sync::Mutex as StdMutex;
+
+/// Locks an internal std mutex. Nothing panics while one is held (no user
+/// code runs under it), so poison carries no information and is ignored.
+#[inline]
+pub(crate) fn lock_std<T: ?Sized>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

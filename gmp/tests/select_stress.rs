@@ -1,0 +1,298 @@
+//! select! under stress: every value delivered exactly once, FIFO per
+//! sender, and no entry left behind in a wait queue (Go issue 2075).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gmp::channel::{never, Receiver, RecvTimeoutError, Sender};
+use gmp::sync::WaitGroup;
+
+fn rt(procs: usize) -> gmp::Runtime {
+    gmp::Runtime::builder().procs(procs).build().unwrap()
+}
+
+const SENDERS: usize = 6;
+const PER_SENDER: usize = 2500;
+
+/// Select-senders (goroutines and plain threads, some with timeouts that
+/// make them retry the same value) race select-receivers, plain receivers
+/// and timed receivers over four channels of mixed capacity. Fails if any
+/// value is delivered twice or lost.
+fn exactly_once(procs: usize) {
+    let caps = [0usize, 0, 1, 4];
+    let chans: Vec<(Sender<usize>, Receiver<usize>)> = caps.iter().map(|&c| gmp::chan(c)).collect();
+    let rxs: Vec<Receiver<usize>> = chans.iter().map(|c| c.1.clone()).collect();
+    let txs: Vec<Sender<usize>> = chans.iter().map(|c| c.0.clone()).collect();
+    drop(chans);
+    let sender = move |txs: Vec<Sender<usize>>, me: usize| {
+        let mut retries = 0usize;
+        for k in 0..PER_SENDER {
+            let v = me * PER_SENDER + k;
+            loop {
+                let sent = if (me + k) % 5 == 0 {
+                    // A short timeout: a timed-out value must not have been
+                    // delivered, since we send it again.
+                    gmp::select! {
+                        send(txs[0], v) -> r => { r.unwrap(); true }
+                        send(txs[1], v) -> r => { r.unwrap(); true }
+                        send(txs[2], v) -> r => { r.unwrap(); true }
+                        send(txs[3], v) -> r => { r.unwrap(); true }
+                        default(Duration::from_micros(50)) => false,
+                    }
+                } else if (me + k) % 7 == 0 {
+                    gmp::select! {
+                        send(txs[3], v) -> r => { r.unwrap(); true }
+                        send(txs[2], v) -> r => { r.unwrap(); true }
+                        default => false,
+                    }
+                } else {
+                    gmp::select! {
+                        send(txs[0], v) -> r => { r.unwrap(); true }
+                        send(txs[1], v) -> r => { r.unwrap(); true }
+                        send(txs[2], v) -> r => { r.unwrap(); true }
+                        send(txs[3], v) -> r => { r.unwrap(); true }
+                    }
+                };
+                if sent {
+                    break;
+                }
+                retries += 1;
+                if retries % 64 == 0 {
+                    gmp::yield_now();
+                }
+            }
+        }
+    };
+    // Two senders are plain OS threads.
+    let threads: Vec<_> = (SENDERS - 2..SENDERS)
+        .map(|me| {
+            let txs = txs.clone();
+            std::thread::spawn(move || sender(txs, me))
+        })
+        .collect();
+    let got: Vec<usize> = rt(procs).block_on(move || {
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wg = WaitGroup::new();
+        for me in 0..SENDERS - 2 {
+            let txs = txs.clone();
+            wg.go(move || sender(txs, me));
+        }
+        drop(txs);
+        let receivers = WaitGroup::new();
+        // Select-receivers over all four channels; a closed channel's case
+        // is switched off with `never`.
+        for r in 0..3 {
+            let mut rs: Vec<Receiver<usize>> = rxs.clone();
+            let out = out.clone();
+            receivers.go(move || {
+                let mut mine = Vec::new();
+                let mut open = 4;
+                while open > 0 {
+                    let (k, v) = if r == 0 {
+                        gmp::select! {
+                            recv(rs[0]) -> v => (0, v),
+                            recv(rs[1]) -> v => (1, v),
+                            recv(rs[2]) -> v => (2, v),
+                            recv(rs[3]) -> v => (3, v),
+                            default(Duration::from_micros(100)) => continue,
+                        }
+                    } else {
+                        gmp::select! {
+                            recv(rs[3]) -> v => (3, v),
+                            recv(rs[2]) -> v => (2, v),
+                            recv(rs[1]) -> v => (1, v),
+                            recv(rs[0]) -> v => (0, v),
+                        }
+                    };
+                    match v {
+                        Ok(v) => mine.push(v),
+                        Err(_) => {
+                            rs[k] = never();
+                            open -= 1;
+                        }
+                    }
+                }
+                out.lock().unwrap().extend(mine);
+            });
+        }
+        // A plain receiver and a timed receiver per channel.
+        for rx in &rxs {
+            let (rx1, out1) = (rx.clone(), out.clone());
+            receivers.go(move || {
+                let mine: Vec<usize> = rx1.iter().collect();
+                out1.lock().unwrap().extend(mine);
+            });
+            let (rx, out) = (rx.clone(), out.clone());
+            receivers.go(move || {
+                let mut mine = Vec::new();
+                loop {
+                    match rx.recv_timeout(Duration::from_micros(200)) {
+                        Ok(v) => mine.push(v),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                out.lock().unwrap().extend(mine);
+            });
+        }
+        drop(rxs);
+        wg.wait();
+        receivers.wait();
+        let v = std::mem::take(&mut *out.lock().unwrap());
+        v
+    });
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut seen = HashSet::with_capacity(got.len());
+    for &v in &got {
+        assert!(seen.insert(v), "value {v} delivered twice (procs {procs})");
+    }
+    assert_eq!(
+        got.len(),
+        SENDERS * PER_SENDER,
+        "values lost (procs {procs})"
+    );
+}
+
+#[test]
+fn select_delivers_exactly_once_2_procs() {
+    exactly_once(2);
+}
+
+#[test]
+fn select_delivers_exactly_once_4_procs() {
+    exactly_once(4);
+}
+
+/// Several senders, one receiver, per-sender sequence numbers: each
+/// sender's values arrive in order (FIFO per channel), on 2 and 4 Ps, with
+/// and without a buffer, with senders blocked on a full buffer.
+#[test]
+fn fifo_per_sender_under_several_ps() {
+    for procs in [2, 4] {
+        for cap in [0usize, 1, 16] {
+            rt(procs).block_on(move || {
+                const N: usize = 3000;
+                const S: usize = 4;
+                let (tx, rx) = gmp::chan::<(usize, usize)>(cap);
+                for s in 0..S {
+                    let tx = tx.clone();
+                    gmp::go(move || {
+                        for i in 0..N {
+                            tx.send((s, i)).unwrap();
+                        }
+                    });
+                }
+                drop(tx);
+                let mut next = [0usize; S];
+                for (s, i) in &rx {
+                    assert_eq!(
+                        i, next[s],
+                        "sender {s} out of order (cap {cap}, procs {procs})"
+                    );
+                    next[s] += 1;
+                }
+                assert_eq!(next, [N; S]);
+            });
+        }
+    }
+}
+
+/// Go issue 2075: a select woken by one channel must take its entries off
+/// the others. Nothing may be left behind, or a later send would be
+/// swallowed by a dead entry.
+#[test]
+fn select_leaves_no_entries_behind() {
+    rt(2).block_on(|| {
+        let (a_tx, a_rx) = gmp::chan::<i32>(0);
+        let (b_tx, b_rx) = gmp::chan::<i32>(0);
+        for i in 0..300 {
+            let (a, b) = (a_rx.clone(), b_rx.clone());
+            let h = gmp::go(move || {
+                gmp::select! {
+                    recv(a) -> v => v.unwrap(),
+                    recv(b) -> v => v.unwrap() + 1000,
+                    recv(a) -> v => v.unwrap(),
+                }
+            });
+            while a_rx.waiting().1 < 2 || b_rx.waiting().1 < 1 {
+                gmp::yield_now();
+            }
+            if i % 2 == 0 {
+                b_tx.send(i).unwrap();
+                assert_eq!(h.join().unwrap(), i + 1000);
+            } else {
+                a_tx.send(i).unwrap();
+                assert_eq!(h.join().unwrap(), i);
+            }
+            assert_eq!(a_rx.waiting(), (0, 0), "entry left on a");
+            assert_eq!(b_rx.waiting(), (0, 0), "entry left on b");
+            // A plain receiver now gets the next value on either channel.
+            let a = a_rx.clone();
+            let r = gmp::go(move || a.recv().unwrap());
+            a_tx.send(-1).unwrap();
+            assert_eq!(r.join().unwrap(), -1);
+        }
+        // Send cases too: the value of a case not chosen is not delivered.
+        let (c_tx, c_rx) = gmp::chan::<i32>(0);
+        for i in 0..300 {
+            let (c, b) = (c_tx.clone(), b_rx.clone());
+            let h = gmp::go(move || {
+                gmp::select! {
+                    send(c, i) -> r => { r.unwrap(); 0 }
+                    recv(b) -> v => v.unwrap(),
+                }
+            });
+            while c_rx.waiting().0 < 1 {
+                gmp::yield_now();
+            }
+            b_tx.send(7).unwrap();
+            assert_eq!(h.join().unwrap(), 7);
+            assert_eq!(c_rx.waiting(), (0, 0));
+            assert!(
+                c_rx.try_recv().is_err(),
+                "the unchosen send leaked its value"
+            );
+        }
+    });
+}
+
+/// Selects between goroutines and plain threads over the same channels,
+/// with both sides parked (threads block, goroutines park).
+#[test]
+fn select_between_threads_and_goroutines() {
+    let (tx, rx) = gmp::chan::<usize>(0);
+    let (ack_tx, ack_rx) = gmp::chan::<usize>(0);
+    let t = std::thread::spawn(move || {
+        let mut sum = 0;
+        loop {
+            gmp::select! {
+                recv(rx) -> v => match v {
+                    Ok(v) => {
+                        sum += v;
+                        ack_tx.send(v).unwrap();
+                    }
+                    Err(_) => break,
+                },
+                default(Duration::from_millis(50)) => {}
+            }
+        }
+        sum
+    });
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    rt(2).block_on(move || {
+        for i in 0..1000 {
+            gmp::select! {
+                send(tx, i) -> r => r.unwrap(),
+            }
+            assert_eq!(ack_rx.recv().unwrap(), i);
+            n2.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    assert_eq!(t.join().unwrap(), 499_500);
+    assert_eq!(n.load(Ordering::Relaxed), 1000);
+}
