@@ -204,11 +204,16 @@ fn global_free_releases_stack_memory_beyond_its_bound() {
         unsafe { *gi.stack().top().sub(8) = 0x5A };
         global.put(*gi);
     }
+    assert_eq!(global.released(), 0, "nothing is released on the hot path");
+    assert_eq!(global.scavenge(), 2);
     assert_eq!(global.released(), 2);
+    assert_eq!(global.len(), 4);
     // SAFETY: as above; released pages read back as zero.
     unsafe {
-        assert_eq!(*g[0].stack().top().sub(8), 0x5A);
-        assert_eq!(*g[3].stack().top().sub(8), 0);
+        // FIFO: the two oldest were released, the two newest kept.
+        assert_eq!(*g[0].stack().top().sub(8), 0);
+        assert_eq!(*g[1].stack().top().sub(8), 0);
+        assert_eq!(*g[3].stack().top().sub(8), 0x5A);
     }
 }
 

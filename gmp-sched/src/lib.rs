@@ -69,6 +69,7 @@ pub mod time;
 mod tls;
 mod trace;
 
+pub use deadlock::{DeadlockError, MainWatch};
 pub use proc::{
     check_preempt, current_g, current_sched, gopark, goready, goready_on, gosched, goyield,
     in_goroutine, is_locked_to_thread, lock_os_thread, newproc, report_panic, unlock_os_thread,

@@ -1097,6 +1097,11 @@ pub fn goyield() {
 pub fn check_preempt() {
     if let Some((m, s)) = tls::current() {
         if let Some(g) = m.curg() {
+            if g.status.get() != Status::Running {
+                // Inside `blocking` (Syscall): not a preemption point; a
+                // racing preemptone may have set the flag after entersyscall.
+                return;
+            }
             if m.p_detached.load(Ordering::Relaxed) {
                 crate::preempt::reacquire_after_forced_handoff(s, m, g);
             }

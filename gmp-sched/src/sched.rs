@@ -182,12 +182,13 @@ pub struct Sched {
     pub(crate) sysmon_wait: AtomicBool,
     pub(crate) sysmon_note: Note,
     pub(crate) debug: DebugFlags,
-    #[allow(dead_code)]
     pub(crate) deadlock_fatal: bool,
     /// Scheduler-wide counters.
     pub counters: Counters,
     pub(crate) latency: crate::metrics::Histogram,
     pub(crate) self_ref: Mutex<std::sync::Weak<Sched>>,
+    pub(crate) dl: crate::deadlock::DeadlockState,
+    pub(crate) tracer: crate::trace::Tracer,
 }
 
 impl fmt::Debug for Sched {
@@ -256,6 +257,8 @@ impl Sched {
             counters: Counters::default(),
             latency: crate::metrics::Histogram::default(),
             self_ref: Mutex::new(std::sync::Weak::new()),
+            dl: Default::default(),
+            tracer: crate::trace::Tracer::from_env(),
         });
         *s.self_ref.lock().unwrap() = Arc::downgrade(&s);
         // Ps start Gcstop; procresize makes them idle (Go's schedinit).
@@ -445,6 +448,7 @@ impl Sched {
                 leaked = true;
             }
         }
+        crate::trace::flush(self);
         if leaked {
             // Some M still runs a goroutine: keep all memory alive forever
             // rather than unmapping a stack under it.

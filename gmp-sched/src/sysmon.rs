@@ -122,6 +122,7 @@ impl SysmonHandle {
             .counters
             .syscall_handoffs
             .fetch_add(1, Ordering::Relaxed);
+        crate::trace::handoff(&self.s, p.id);
         handoffp(&self.s, p);
         true
     }
@@ -172,6 +173,12 @@ impl SysmonHandle {
             self.s.sysmon_note.sleep_timeout_and_clear(max);
         }
         self.s.sysmon_wait.store(false, Ordering::SeqCst);
+    }
+    /// Gives back the memory of pooled dead goroutines' stacks beyond the
+    /// runtime's bound (Go frees stacks at GC; we do it here, off the hot
+    /// path). Returns how many stacks were released.
+    pub fn scavenge_stacks(&self) -> usize {
+        self.s.gfree.scavenge()
     }
     /// The scheduler's counters.
     pub fn counters(&self) -> &Counters {

@@ -19,7 +19,9 @@
 //!   on its thread (the OS time-slices it) while the others run on the P.
 //!   See `DESIGN.md` beside this file for why a P is never owned twice and
 //!   never lost.
-//! * Poll the network if nobody did for 10 ms; run overdue timers.
+//! * Poll the network if nobody did for 10 ms; run overdue timers; every
+//!   100 ms give back the memory of pooled dead goroutines' stacks beyond
+//!   the bound (Go's background scavenger).
 //! * Every action is counted in the scheduler's counters (`gmp::metrics`).
 //!
 //! ## Rejected alternatives
@@ -81,6 +83,7 @@ impl Sysmon for DefaultSysmon {
         let mut seen: Vec<Seen> = Vec::new();
         let mut idle = 0u32;
         let mut delay = MIN_SLEEP;
+        let mut last_scavenge = 0u64;
         while !h.is_shutdown() {
             if idle == 0 {
                 delay = MIN_SLEEP;
@@ -97,6 +100,11 @@ impl Sysmon for DefaultSysmon {
             }
             let now = h.now();
             let mut acted = h.poll_network() > 0;
+            // Go scavenges in the background; every 100 ms is plenty here.
+            if now.saturating_sub(last_scavenge) > 100_000_000 {
+                last_scavenge = now;
+                h.scavenge_stacks();
+            }
             acted |= h.kick_overdue_timers();
             let procs = h.procs();
             if seen.len() < procs {

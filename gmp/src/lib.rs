@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+mod debug;
 pub mod net;
 mod runtime;
 pub mod select;
@@ -47,6 +48,7 @@ pub mod sync;
 mod task;
 pub mod time;
 
+pub use debug::dump;
 pub use runtime::{default_procs, run, Builder, Runtime};
 pub use task::{go, try_go, JoinHandle};
 pub use time::sleep;
@@ -56,7 +58,7 @@ pub use channel::{chan, Receiver, Sender};
 #[doc(inline)]
 pub use gmp_p::{RunQueue, RunQueueFactory};
 #[doc(inline)]
-pub use gmp_sched::{blocking, BuildError, SpawnError, Sysmon, SysmonHandle};
+pub use gmp_sched::{blocking, BuildError, DeadlockError, SpawnError, Sysmon, SysmonHandle};
 
 /// Re-exports for plug-in authors (custom sysmon or run queue).
 pub mod plugin {

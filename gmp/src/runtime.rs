@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
 
 use gmp_p::RunQueueFactory;
-use gmp_sched::{BuildError, Config, DebugFlags, Sched, Sysmon};
+use gmp_sched::{BuildError, Config, DeadlockError, DebugFlags, Sched, Sysmon};
 
 /// A gmp runtime: Ps, Ms, a sysmon, and the goroutines on them.
 /// Dropping it shuts it down (threads joined, stacks unmapped).
@@ -145,7 +145,6 @@ impl Builder {
                     .unwrap_or_else(|| Box::new(gmp_sysmon::DefaultSysmon::default())),
             )
         };
-        let _ = self.sigquit_dump;
         let sched = Sched::new(Config {
             procs,
             stack_size,
@@ -156,6 +155,9 @@ impl Builder {
             debug,
             deadlock_fatal: self.deadlock_fatal,
         })?;
+        if self.sigquit_dump {
+            crate::debug::register_sigquit(&sched);
+        }
         Ok(Runtime { sched })
     }
 }
@@ -174,31 +176,72 @@ impl Runtime {
     /// returns; a panic in it is resumed here. Other goroutines still running
     /// when it returns keep running until the runtime is dropped.
     ///
-    /// Panics if called from inside a goroutine (it would block an M).
+    /// Panics if called from inside a goroutine (it would block an M), and,
+    /// when the runtime was built with `deadlock_fatal(false)`, if every
+    /// goroutine falls asleep (with fatal deadlocks, the default, the
+    /// process exits with status 2 as in Go).
     #[track_caller]
     pub fn block_on<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        match self.block_on_at(f, std::panic::Location::caller()) {
+            Ok(v) => v,
+            Err(e) => panic!("fatal error: {e}"),
+        }
+    }
+
+    /// Like [`block_on`](Self::block_on), but a deadlock detected while the
+    /// main goroutine is parked (runtime built with `deadlock_fatal(false)`)
+    /// is returned as an error instead of a panic. The deadlocked
+    /// goroutines stay parked until the runtime is dropped.
+    #[track_caller]
+    pub fn try_block_on<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DeadlockError> {
+        self.block_on_at(f, std::panic::Location::caller())
+    }
+
+    fn block_on_at<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+        loc: &'static std::panic::Location<'static>,
+    ) -> Result<T, DeadlockError> {
+        type Slot<T> = Option<Result<std::thread::Result<T>, DeadlockError>>;
         assert!(
             !gmp_sched::in_goroutine(),
             "gmp: block_on called from inside a goroutine; use gmp::go and join instead"
         );
-        let slot: Arc<(Mutex<Option<std::thread::Result<T>>>, Condvar)> =
-            Arc::new((Mutex::new(None), Condvar::new()));
+        let slot: Arc<(Mutex<Slot<T>>, Condvar)> = Arc::new((Mutex::new(None), Condvar::new()));
         let slot2 = slot.clone();
         let entry = Box::new(move || {
             let r = catch_unwind(AssertUnwindSafe(f));
-            *slot2.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            let mut s = slot2.0.lock().unwrap_or_else(|e| e.into_inner());
+            if s.is_none() {
+                *s = Some(Ok(r));
+            }
+            drop(s);
             slot2.1.notify_all();
         });
-        if let Err(e) = gmp_sched::newproc(&self.sched, entry, std::panic::Location::caller()) {
-            panic!("gmp: cannot start the main goroutine: {e}");
-        }
+        let g = match gmp_sched::newproc(&self.sched, entry, loc) {
+            Ok(g) => g,
+            Err(e) => panic!("gmp: cannot start the main goroutine: {e}"),
+        };
+        let slot3 = slot.clone();
+        let _watch = self.sched.watch_main(g, move |e| {
+            let mut s = slot3.0.lock().unwrap_or_else(|e| e.into_inner());
+            if s.is_none() {
+                *s = Some(Err(e));
+            }
+            drop(s);
+            slot3.1.notify_all();
+        });
         let mut g = slot.0.lock().unwrap_or_else(|e| e.into_inner());
         while g.is_none() {
             g = slot.1.wait(g).unwrap_or_else(|e| e.into_inner());
         }
         match g.take().expect("result present") {
-            Ok(v) => v,
-            Err(p) => resume_unwind(p),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(p)) => resume_unwind(p),
+            Err(e) => Err(e),
         }
     }
 

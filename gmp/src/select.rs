@@ -78,7 +78,7 @@ use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{compiler_fence, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gmp_g::WaitReason;
@@ -86,7 +86,8 @@ use gmp_sched::park::{consume_thread_wake, park, park_thread_timeout, Waiter};
 use gmp_sched::time::{start_timer, FnTimer};
 
 use crate::channel::{
-    wake, Done, Receiver, RecvError, SelState, SendError, Sender, State, Who, TIMEOUT_CASE,
+    wake, ChanGuard, Done, Receiver, RecvError, SelState, SendError, Sender, State, Who,
+    TIMEOUT_CASE,
 };
 
 /// How a select waits when no case is ready.
@@ -141,7 +142,7 @@ pub trait SelectCase {
 #[doc(hidden)]
 pub struct RecvCase<'a, T> {
     rx: &'a Receiver<T>,
-    guard: Option<MutexGuard<'a, State<T>>>,
+    guard: Option<ChanGuard<'a, T>>,
     id: Option<u64>,
     result: Option<Result<T, RecvError>>,
     selected: bool,
@@ -151,7 +152,7 @@ pub struct RecvCase<'a, T> {
 #[doc(hidden)]
 pub struct SendCase<'a, T> {
     tx: &'a Sender<T>,
-    guard: Option<MutexGuard<'a, State<T>>>,
+    guard: Option<ChanGuard<'a, T>>,
     value: Option<T>,
     id: Option<u64>,
     result: Option<Result<(), SendError<T>>>,
@@ -206,7 +207,7 @@ impl<'a, T> SendCase<'a, T> {
 }
 
 fn state_of<'s, T: 'static>(
-    guard: &'s mut Option<MutexGuard<'_, State<T>>>,
+    guard: &'s mut Option<ChanGuard<'_, T>>,
     owner: Option<&'s mut dyn Any>,
 ) -> &'s mut State<T> {
     match owner {
@@ -412,21 +413,23 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
     let nonblocking = matches!(mode, SelectMode::NonBlocking)
         || matches!(mode, SelectMode::Timeout(d) if d.is_zero());
     let n = cases.len();
-    let mut inline = [0usize; 3 * INLINE_CASES];
+    let mut inline = [0usize; 4 * INLINE_CASES];
     let mut heap = Vec::new();
     let scratch: &mut [usize] = if n <= INLINE_CASES {
-        &mut inline[..3 * n]
+        &mut inline[..4 * n]
     } else {
-        heap.resize(3 * n, 0);
+        heap.resize(4 * n, 0);
         &mut heap
     };
     let (order, rest) = scratch.split_at_mut(n);
-    let (lockorder, owner) = rest.split_at_mut(n);
+    let (lockorder, rest) = rest.split_at_mut(n);
+    let (owner, addr) = rest.split_at_mut(n);
 
     // 1. Poll order: inside-out Fisher–Yates over the cases that can fire.
     let mut m = 0;
     for (i, c) in cases.iter().enumerate() {
-        if c.chan_addr() == 0 {
+        addr[i] = c.chan_addr();
+        if addr[i] == 0 {
             continue;
         }
         let j = randn(m + 1);
@@ -444,27 +447,30 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
                 crate::time::sleep(d.saturating_duration_since(Instant::now()));
                 return None;
             }
-            None if matches!(mode, SelectMode::Timeout(_)) => {
-                // A timeout too long to represent: as good as forever.
-                block_forever(WaitReason::SelectNoCases)
-            }
+            // No deadline: no timeout, or one too long to represent.
             None => block_forever(WaitReason::SelectNoCases),
         }
     }
 
-    // 2. Lock order: by channel address; duplicates share the first lock.
+    // 2. Lock order: by channel address (an insertion sort: selects are
+    // small); duplicates share the first one's lock.
     let lockorder = &mut lockorder[..m];
-    lockorder.copy_from_slice(order);
-    lockorder.sort_by_key(|&i| cases[i].chan_addr());
+    for (k, &i) in order.iter().enumerate() {
+        let mut j = k;
+        while j > 0 && addr[lockorder[j - 1]] > addr[i] {
+            lockorder[j] = lockorder[j - 1];
+            j -= 1;
+        }
+        lockorder[j] = i;
+    }
     let mut prev = (0usize, usize::MAX);
     for &i in lockorder.iter() {
-        let addr = cases[i].chan_addr();
-        if addr == prev.0 {
+        if addr[i] == prev.0 {
             owner[i] = prev.1;
         } else {
             owner[i] = i;
             cases[i].lock();
-            prev = (addr, i);
+            prev = (addr[i], i);
         }
     }
     let lockorder = &*lockorder;
@@ -510,7 +516,7 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
 /// claimer wins, or until `deadline`. Returns the claimed case
 /// ([`TIMEOUT_CASE`] on timeout). See the module docs, step 5.
 pub(crate) fn park_on(sel: &Arc<SelState>, deadline: Option<Instant>, reason: WaitReason) -> usize {
-    if gmp_sched::in_goroutine() {
+    if sel.is_goroutine() {
         let timer = deadline.map(|dl| {
             let s2 = sel.clone();
             let t = FnTimer::new(move || s2.fire_timeout());
@@ -540,10 +546,18 @@ pub(crate) fn park_on(sel: &Arc<SelState>, deadline: Option<Instant>, reason: Wa
     sel.selected()
 }
 
+/// Whether the caller parks as a goroutine (rather than blocking its
+/// thread): it runs on a goroutine that holds its P. A goroutine inside
+/// `gmp::blocking` has given its P up and blocks like a plain thread, as
+/// [`Waiter::current`] decides.
+pub(crate) fn parkable() -> bool {
+    gmp_sched::current_g().is_some_and(|g| g.status.get() == gmp_g::Status::Running)
+}
+
 /// Parks the caller forever (Go's nil-channel operations and `select {}`).
 pub(crate) fn block_forever(reason: WaitReason) -> ! {
     loop {
-        if gmp_sched::in_goroutine() {
+        if parkable() {
             gmp_sched::gopark(reason, |_| true);
         } else {
             std::thread::park();

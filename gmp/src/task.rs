@@ -96,6 +96,13 @@ pub(crate) fn spawn_on<T: Send + 'static>(
             lock(&inner2).goid = g.id();
         }
         let r = catch_unwind(AssertUnwindSafe(f));
+        if r.is_err() {
+            gmp_sched::with_current_sched(|s| {
+                s.counters
+                    .panics
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            });
+        }
         let mut st = lock(&inner2);
         if st.detached {
             if let Err(p) = &r {

@@ -277,3 +277,51 @@ fn select_basic_forms() {
     };
     assert_eq!(r, Err(SendError(9)));
 }
+
+/// Inside `gmp::blocking` a goroutine has given up its P: channel and lock
+/// operations there block its thread instead of parking.
+#[test]
+fn channel_ops_inside_blocking_sections() {
+    rt(2).block_on(|| {
+        let (tx, rx) = gmp::chan::<i32>(0);
+        let (tx2, rx2) = gmp::chan::<i32>(0);
+        gmp::go(move || {
+            gmp::sleep(Duration::from_millis(5));
+            tx.send(1).unwrap();
+            assert_eq!(rx2.recv(), Ok(2));
+        });
+        let v = gmp::blocking(|| {
+            let v = rx.recv().unwrap();
+            let r = gmp::select! {
+                send(tx2, v + 1) -> r => r,
+                default(Duration::from_secs(5)) => panic!("timed out"),
+            };
+            r.unwrap();
+            let (_keep, quiet) = gmp::chan::<i32>(0);
+            assert_eq!(
+                quiet.recv_timeout(Duration::from_millis(2)),
+                Err(RecvTimeoutError::Timeout)
+            );
+            let m = gmp::sync::Mutex::new(v);
+            let cv = gmp::sync::Condvar::new();
+            let (g, t) = cv.wait_timeout(m.lock(), Duration::from_millis(2));
+            assert!(t.timed_out());
+            let x = *g;
+            drop(g);
+            x
+        });
+        assert_eq!(v, 1);
+    });
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<gmp::Sender<Vec<u8>>>();
+    both::<gmp::Receiver<Vec<u8>>>();
+    both::<gmp::sync::Mutex<Vec<u8>>>();
+    both::<gmp::sync::RwLock<Vec<u8>>>();
+    both::<gmp::sync::Condvar>();
+    both::<gmp::sync::WaitGroup>();
+    both::<gmp::sync::Once>();
+}

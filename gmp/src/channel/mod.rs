@@ -76,7 +76,8 @@
 mod state;
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -84,7 +85,7 @@ use gmp_g::WaitReason;
 use gmp_sched::park::{park, Waiter};
 
 use crate::select::{block_forever, park_on};
-pub(crate) use state::{Done, SelState, State, Who, TIMEOUT_CASE};
+pub(crate) use state::{Done, SelState, State, Who, PARAM_SENT, TIMEOUT_CASE};
 
 // ---------------------------------------------------------------------------
 // Errors.
@@ -305,14 +306,83 @@ pub(crate) struct Chan<T> {
     pub(crate) cap: usize,
     senders: AtomicUsize,
     receivers: AtomicUsize,
+    /// Lock-free mirrors of the state, published by every [`ChanGuard`]
+    /// just before it unlocks (Release; the fast paths load with Acquire):
+    /// buffered values, parked senders, parked receivers, closed.
+    len: AtomicUsize,
+    nsend: AtomicUsize,
+    nrecv: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// The channel lock held. On drop it publishes the mirrors, then unlocks,
+/// so every unlock — including the one in a parking goroutine's `gopark`
+/// closure — leaves them exact.
+pub(crate) struct ChanGuard<'a, T> {
+    chan: &'a Chan<T>,
+    st: MutexGuard<'a, State<T>>,
+}
+
+impl<T> Deref for ChanGuard<'_, T> {
+    type Target = State<T>;
+    #[inline]
+    fn deref(&self) -> &State<T> {
+        &self.st
+    }
+}
+
+impl<T> DerefMut for ChanGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut State<T> {
+        &mut self.st
+    }
+}
+
+impl<T> Drop for ChanGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        let (nsend, nrecv) = self.st.waiters();
+        let c = self.chan;
+        // Release: pairs with the Acquire loads of the fast paths. `closed`
+        // goes last: a reader that sees a length published after a close
+        // also sees the close.
+        c.len.store(self.st.buf.len(), Ordering::Release);
+        c.nsend.store(nsend, Ordering::Release);
+        c.nrecv.store(nrecv, Ordering::Release);
+        c.closed.store(self.st.closed, Ordering::Release);
+    }
 }
 
 impl<T> Chan<T> {
     /// Takes the channel lock. The state is never left inconsistent by a
     /// panic (no user code runs under the lock), so poison is ignored.
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn lock(&self) -> ChanGuard<'_, T> {
+        ChanGuard {
+            chan: self,
+            st: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// Go's lock-free `empty(c)` check for a non-blocking receive: nothing
+    /// buffered and (unbuffered) no parked sender.
+    #[inline]
+    fn looks_empty(&self) -> bool {
+        if self.cap == 0 {
+            self.nsend.load(Ordering::Acquire) == 0
+        } else {
+            self.len.load(Ordering::Acquire) == 0
+        }
+    }
+
+    /// Go's lock-free `full(c)` check for a non-blocking send.
+    #[inline]
+    fn looks_full(&self) -> bool {
+        if self.cap == 0 {
+            self.nrecv.load(Ordering::Acquire) == 0
+        } else {
+            self.len.load(Ordering::Acquire) >= self.cap
+        }
     }
 
     fn close(&self) -> bool {
@@ -351,6 +421,10 @@ pub fn chan<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
         cap,
         senders: AtomicUsize::new(1),
         receivers: AtomicUsize::new(1),
+        len: AtomicUsize::new(0),
+        nsend: AtomicUsize::new(0),
+        nrecv: AtomicUsize::new(0),
+        closed: AtomicBool::new(false),
     });
     (Sender { chan: c.clone() }, Receiver { chan: Some(c) })
 }
@@ -411,8 +485,20 @@ impl<T> Sender<T> {
             }
             Err((v, true)) => Err(SendError(v)),
             Err((v, false)) => {
-                let id = st.register_send(Who::Plain(Waiter::current()), v);
+                let w = Waiter::current();
+                let me = w.goroutine();
+                if let Some(g) = me {
+                    g.param.store(0, Ordering::Relaxed);
+                }
+                let id = st.register_send(Who::Plain(w), v);
                 park(WaitReason::ChanSend, move || drop(st));
+                // A receiver that took our value said so in g.param (the
+                // common case: no need to take the lock again).
+                if let Some(g) = me {
+                    if g.param.swap(0, Ordering::Acquire) == PARAM_SENT {
+                        return Ok(());
+                    }
+                }
                 let done = chan.lock().take_done(id);
                 match done {
                     Some(Done::Sent) => Ok(()),
@@ -426,6 +512,12 @@ impl<T> Sender<T> {
     /// Sends without blocking.
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         let chan = &*self.chan;
+        // Go's lock-free fast fail: a channel that is open and full at the
+        // moment of the second load was full and open then (closing never
+        // makes a channel not ready for sending).
+        if !chan.closed.load(Ordering::Acquire) && chan.looks_full() {
+            return Err(TrySendError::Full(v));
+        }
         let mut st = chan.lock();
         match st.try_send(v, chan.cap) {
             Ok(w) => {
@@ -490,12 +582,12 @@ impl<T> Sender<T> {
 
     /// Whether the channel is closed.
     pub fn is_closed(&self) -> bool {
-        self.chan.lock().closed
+        self.chan.closed.load(Ordering::Acquire)
     }
 
     /// Number of buffered values (Go's `len(c)`).
     pub fn len(&self) -> usize {
-        self.chan.lock().buf.len()
+        self.chan.len.load(Ordering::Acquire)
     }
 
     /// Whether the buffer is empty.
@@ -549,6 +641,12 @@ impl<T> Receiver<T> {
         let Some(chan) = &self.chan else {
             return Err(TryRecvError::Empty);
         };
+        // Go's lock-free fast fail. Order matters: empty first, then not
+        // closed. Closing is permanent, so the channel was empty and open
+        // at the moment of the first load.
+        if chan.looks_empty() && !chan.closed.load(Ordering::Acquire) {
+            return Err(TryRecvError::Empty);
+        }
         let mut st = chan.lock();
         match st.try_recv() {
             Some((r, w)) => {
@@ -609,12 +707,16 @@ impl<T> Receiver<T> {
 
     /// Whether the channel is closed (false for [`never()`]).
     pub fn is_closed(&self) -> bool {
-        self.chan.as_ref().is_some_and(|c| c.lock().closed)
+        self.chan
+            .as_ref()
+            .is_some_and(|c| c.closed.load(Ordering::Acquire))
     }
 
     /// Number of buffered values (Go's `len(c)`).
     pub fn len(&self) -> usize {
-        self.chan.as_ref().map_or(0, |c| c.lock().buf.len())
+        self.chan
+            .as_ref()
+            .map_or(0, |c| c.len.load(Ordering::Acquire))
     }
 
     /// Whether the buffer is empty.

@@ -75,6 +75,10 @@ impl SelState {
             .compare_exchange(0, PARKED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
+    /// Whether the owner is a goroutine (parks) or a thread (blocks).
+    pub(crate) fn is_goroutine(&self) -> bool {
+        matches!(self.waiter, Waiter::G(_))
+    }
     /// The claimed case (call only once claimed).
     pub(crate) fn selected(&self) -> usize {
         let s = self.state.load(Ordering::Acquire) >> 1;
@@ -101,13 +105,31 @@ pub(crate) enum Who {
 }
 
 impl Who {
-    /// `None`: a dead select entry (drop it). `Some(w)`: claimed.
+    /// `None`: a dead select entry (drop it). `Some(w)`: claimed; wake `w`
+    /// (if any) after unlocking.
     #[inline]
     fn claim(self) -> Option<Option<Waiter>> {
         match self {
             Who::Plain(w) => Some(Some(w)),
             Who::Select(s, case) => s.claim(case),
         }
+    }
+}
+
+/// `g.param` value telling a plain sender that its value was taken.
+pub(crate) const PARAM_SENT: usize = 1;
+
+/// Records that the sender of entry `id` (already claimed, waiter `w`)
+/// had its value taken. A plain goroutine sender learns it through its
+/// `g.param` (Go's `gp.param`), so it need not re-take the channel lock
+/// after waking; everyone else gets a completion.
+#[inline]
+fn sent<T>(done: &mut Vec<(u64, Done<T>)>, id: u64, plain: bool, w: &Option<Waiter>) {
+    if let (true, Some(Waiter::G(g))) = (plain, w) {
+        // Release: published to the sender by goready's status CAS.
+        g.param.store(PARAM_SENT, Ordering::Release);
+    } else {
+        done.push((id, Done::Sent));
     }
 }
 
@@ -176,10 +198,11 @@ impl<T> State<T> {
             // value to the tail, so FIFO order is kept (Go's `recv`).
             let mut wake = None;
             while let Some(e) = self.sendq.pop_front() {
+                let plain = matches!(e.who, Who::Plain(_));
                 match e.who.claim() {
                     Some(w) => {
                         self.buf.push_back(e.value);
-                        self.done.push((e.id, Done::Sent));
+                        sent(&mut self.done, e.id, plain, &w);
                         wake = w;
                         break;
                     }
@@ -193,9 +216,10 @@ impl<T> State<T> {
         }
         // Unbuffered (or an empty buffer): take straight from a sender.
         while let Some(e) = self.sendq.pop_front() {
+            let plain = matches!(e.who, Who::Plain(_));
             match e.who.claim() {
                 Some(w) => {
-                    self.done.push((e.id, Done::Sent));
+                    sent(&mut self.done, e.id, plain, &w);
                     return Some((Ok(e.value), w));
                 }
                 None => self.done.push((e.id, Done::Unsent(e.value))),

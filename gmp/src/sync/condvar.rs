@@ -138,9 +138,11 @@ impl Condvar {
         let mut cv = lock_std(&self.inner);
         let id = cv.next_id;
         cv.next_id += 1;
-        cv.waiters.push_back((id, Waiter::current()));
+        let w = Waiter::current();
+        let goroutine = w.goroutine().is_some();
+        cv.waiters.push_back((id, w));
         guard.unlock_no_yield();
-        let timed_out = if gmp_sched::in_goroutine() {
+        let timed_out = if goroutine {
             let inner = self.inner.clone();
             let t = FnTimer::new(move || {
                 let mut cv = lock_std(&inner);

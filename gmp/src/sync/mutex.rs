@@ -196,7 +196,7 @@ impl<T: ?Sized> Mutex<T> {
             st.handoff = Some((w.id, b));
             drop(st);
             w.waiter.wake();
-            if may_yield && gmp_sched::in_goroutine() {
+            if may_yield && crate::select::parkable() {
                 // The new owner sits in our runnext: let it run now
                 // (Go's semrelease handoff + goyield).
                 gmp_sched::goyield();

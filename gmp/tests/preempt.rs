@@ -1,0 +1,216 @@
+//! sysmon (issue 5): no goroutine can freeze the others.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn hog(stop: Arc<AtomicBool>) -> impl FnOnce() + Send + 'static {
+    move || {
+        // Never enters the runtime.
+        while !stop.load(Ordering::Relaxed) {
+            std::hint::black_box(0);
+        }
+    }
+}
+
+#[test]
+fn tight_loop_does_not_freeze_main_with_one_proc() {
+    let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let (elapsed, m) = rt.block_on(move || {
+        let h = gmp::go(hog(s2.clone()));
+        gmp::yield_now(); // let the hog take the P
+        let t = Instant::now();
+        gmp::sleep(Duration::from_millis(1));
+        println!("main goroutine still runs");
+        let e = t.elapsed();
+        let m = gmp::metrics().unwrap();
+        s2.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        (e, m)
+    });
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "main was frozen for {elapsed:?}"
+    );
+    assert!(m.preempt_requests > 0 || m.forced_handoffs > 0, "{m:?}");
+}
+
+#[test]
+fn two_hogs_on_two_procs() {
+    let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let elapsed = rt.block_on(move || {
+        let hs: Vec<_> = (0..2).map(|_| gmp::go(hog(s2.clone()))).collect();
+        gmp::yield_now();
+        let t = Instant::now();
+        let mut sum = 0u64;
+        for i in 0..100 {
+            gmp::sleep(Duration::from_micros(100));
+            sum += i;
+        }
+        assert_eq!(sum, 4950);
+        let e = t.elapsed();
+        s2.store(true, Ordering::Relaxed);
+        for h in hs {
+            h.join().unwrap();
+        }
+        e
+    });
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "main was starved: {elapsed:?}"
+    );
+}
+
+#[test]
+fn unmarked_blocking_call_does_not_freeze_main() {
+    // std::thread::sleep inside a goroutine without gmp::blocking: sysmon
+    // must move the P away so that main finishes while the sleeper sleeps.
+    let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+    let (main_done_at, sleeper_done_at) = rt.block_on(|| {
+        let t0 = Instant::now();
+        let h = gmp::go(move || {
+            std::thread::sleep(Duration::from_millis(1000));
+            t0.elapsed()
+        });
+        gmp::yield_now();
+        let mut work = 0u64;
+        for i in 0..1000u64 {
+            work += i;
+            if i % 100 == 0 {
+                gmp::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(work, 499_500);
+        let main_done = t0.elapsed();
+        (main_done, h.join().unwrap())
+    });
+    assert!(
+        main_done_at < sleeper_done_at,
+        "main finished at {main_done_at:?}, after the sleeper ({sleeper_done_at:?})"
+    );
+    assert!(
+        main_done_at < Duration::from_millis(900),
+        "main took {main_done_at:?}"
+    );
+}
+
+#[test]
+fn ping_pong_shares_time_with_a_hog() {
+    // Go's TestPingPongHog idea: a hog and a ping-pong pair on one P; both
+    // get CPU within a bound.
+    let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+    rt.block_on(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let hog_iters = Arc::new(AtomicU64::new(0));
+        let (s2, hi) = (stop.clone(), hog_iters.clone());
+        let hog = gmp::go(move || {
+            while !s2.load(Ordering::Relaxed) {
+                hi.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let (tx1, rx1) = gmp::chan::<u64>(0);
+        let (tx2, rx2) = gmp::chan::<u64>(0);
+        let echo = gmp::go(move || {
+            while let Ok(v) = rx1.recv() {
+                if tx2.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let t = Instant::now();
+        let mut rounds = 0u64;
+        while t.elapsed() < Duration::from_millis(300) {
+            tx1.send(rounds).unwrap();
+            assert_eq!(rx2.recv().unwrap(), rounds);
+            rounds += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        drop(tx1);
+        echo.join().unwrap();
+        hog.join().unwrap();
+        assert!(rounds > 10, "ping-pong starved by the hog: {rounds} rounds");
+        assert!(hog_iters.load(Ordering::Relaxed) > 0, "hog starved");
+    });
+}
+
+#[test]
+fn yield_progress() {
+    // Go's TestYieldProgress: a goroutine spinning on yield_now lets
+    // another one finish.
+    let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+    rt.block_on(|| {
+        let done = Arc::new(AtomicBool::new(false));
+        let d2 = done.clone();
+        let h = gmp::go(move || d2.store(true, Ordering::SeqCst));
+        let t = Instant::now();
+        while !done.load(Ordering::SeqCst) {
+            gmp::yield_now();
+            assert!(t.elapsed() < Duration::from_secs(5));
+        }
+        h.join().unwrap();
+    });
+}
+
+#[test]
+fn goroutine_parallelism() {
+    // Go's TestGoroutineParallelism idea: with P procs, P goroutines
+    // busy-waiting on a shared counter all make progress together.
+    let procs = 2;
+    let rt = gmp::Runtime::builder().procs(procs).build().unwrap();
+    rt.block_on(move || {
+        let x = Arc::new(AtomicU64::new(0));
+        let n = 200u64;
+        let hs: Vec<_> = (0..procs as u64)
+            .map(|p| {
+                let x = x.clone();
+                gmp::go(move || {
+                    for i in 0..n {
+                        let want = p + i * procs as u64;
+                        let t = Instant::now();
+                        while x.load(Ordering::SeqCst) != want {
+                            assert!(
+                                t.elapsed() < Duration::from_secs(20),
+                                "no parallel progress"
+                            );
+                            std::hint::spin_loop();
+                        }
+                        x.store(want + 1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(x.load(Ordering::SeqCst), n * procs as u64);
+    });
+}
+
+#[test]
+fn block_locked_goroutine() {
+    // Go's TestBlockLocked: a goroutine locked to its thread blocks and
+    // wakes repeatedly, and everything else still works.
+    let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+    rt.block_on(|| {
+        let (tx, rx) = gmp::chan::<u32>(0);
+        let h = gmp::go(move || {
+            gmp::lock_os_thread();
+            let tid = gmp_m::gettid();
+            for i in 0..100 {
+                tx.send(i).unwrap();
+                assert_eq!(gmp_m::gettid(), tid);
+            }
+            gmp::unlock_os_thread();
+        });
+        for i in 0..100 {
+            assert_eq!(rx.recv().unwrap(), i);
+        }
+        h.join().unwrap();
+    });
+}
