@@ -440,7 +440,8 @@ impl Sched {
         let n = list.len();
         for g in list {
             debug_assert_eq!(g.status.get(), gmp_g::Status::Runnable);
-            g.runnable_since.store(self.nanotime(), Ordering::Relaxed);
+            g.runnable_since
+                .store(self.sample_clock(), Ordering::Relaxed);
             match p {
                 Some(p) => p.runq_put(g, false, &mut |x| self.globrunqput(x)),
                 None => self.globrunqput(g),

@@ -172,6 +172,7 @@ pub struct Sched {
     pub(crate) stw_lock: Mutex<()>,
     pub(crate) shutdown: AtomicBool,
     pub(crate) epoch: Instant,
+    pub(crate) coarse: AtomicU64,
     pub(crate) netpoll: Netpoll,
     /// 0 while an M is blocked in netpoll, else the time of the last poll.
     pub(crate) lastpoll: AtomicU64,
@@ -245,6 +246,7 @@ impl Sched {
             stw_lock: Mutex::new(()),
             shutdown: AtomicBool::new(false),
             epoch: Instant::now(),
+            coarse: AtomicU64::new(0),
             netpoll,
             lastpoll: AtomicU64::new(1),
             poll_until: AtomicU64::new(0),
@@ -293,10 +295,40 @@ impl Sched {
             .expect("scheduler is alive")
     }
 
-    /// Nanoseconds since the scheduler started (Go's `nanotime`).
+    /// Nanoseconds since the scheduler started (Go's `nanotime`). Also
+    /// refreshes the coarse clock.
     #[inline]
     pub fn nanotime(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        let t = self.epoch.elapsed().as_nanos() as u64;
+        self.coarse.fetch_max(t, Ordering::Relaxed);
+        t
+    }
+
+    /// The last clock value anyone read (refreshed by every `nanotime` and
+    /// every sysmon tick): for wait-since stamps, where a clock read on
+    /// every park would cost more than the park.
+    #[inline]
+    pub fn coarse_nanotime(&self) -> u64 {
+        self.coarse.load(Ordering::Relaxed)
+    }
+
+    /// The clock for 1 in 16 calls on this thread, else 0: stamps the
+    /// runnable time of a sample of Gs for the latency histogram.
+    #[inline]
+    pub(crate) fn sample_clock(&self) -> u64 {
+        thread_local! {
+            static N: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        }
+        let n = N.with(|c| {
+            let v = c.get().wrapping_add(1);
+            c.set(v);
+            v
+        });
+        if n % 16 == 0 {
+            self.nanotime().max(1)
+        } else {
+            0
+        }
     }
 
     /// The number of Ps.

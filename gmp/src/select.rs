@@ -583,7 +583,8 @@ pub(crate) fn block_forever(reason: WaitReason) -> ! {
 /// ```
 ///
 /// See the [`select`](mod@crate::select) module for the rules and the design.
-/// Cases are polled in random order; at most 32 cases.
+/// Cases are polled in random order; at most 32 cases; element types must
+/// be `'static`.
 #[macro_export]
 macro_rules! select {
     ($($tokens:tt)*) => {

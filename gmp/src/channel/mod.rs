@@ -58,7 +58,15 @@
 //!   unlocks, and only then wakes the waiter (Go's rule: no status change
 //!   under a channel lock). A woken goroutine lands in the waker's
 //!   `runnext`, as in Go. The woken operation re-takes the lock once to
-//!   collect its completion (a value, "sent", or "closed").
+//!   collect its completion (a value, "sent", or "closed") — except a
+//!   goroutine sender whose value was taken, which is told through its
+//!   `g.param` (Go's `gp.param`) and returns without touching the lock.
+//! * **Lock-free fast fails** (Go's `empty`/`full` checks): every unlock
+//!   publishes the buffer length, the queue lengths and the closed flag to
+//!   atomics, so a `try_recv` on an empty open channel or a `try_send` on a
+//!   full one returns without locking; `len` and `is_closed` read them too.
+//!   The loads are ordered as in Go (empty, then not closed), and closing is
+//!   permanent, so a fast "empty" answer was true at the first load.
 //! * **No loss, no duplicate**: a value is always owned by exactly one place
 //!   — the sender, the buffer, a queued send entry, a completion, or the
 //!   receiver — and it moves between them only under the lock. An entry is
