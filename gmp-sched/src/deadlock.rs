@@ -232,7 +232,6 @@ fn confirm(s: Arc<Sched>) {
         std::thread::sleep(GRACE);
     }
     declare(&s);
-    s.dl.pending.store(false, Ordering::Release);
 }
 
 fn declare(s: &Sched) {
@@ -250,6 +249,12 @@ fn declare(s: &Sched) {
         *m = rest;
         parked
     };
+    // Cleared under the scheduler lock, before anyone is told: the next
+    // deadlock (possibly right after `block_on` returns) starts a new check.
+    {
+        let _l = s.locked();
+        s.dl.pending.store(false, Ordering::Release);
+    }
     for e in parked {
         (e.notify)(DeadlockError { dump: dump.clone() });
     }

@@ -11,22 +11,45 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CASE_ENV: &str = "GMP_FAULT_CASE";
+/// How long a child may run before it is declared hung.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the `child` test of this binary with `GMP_FAULT_CASE=case` and
 /// returns its stdout+stderr; panics unless it exited 0 and printed
 /// `FAULT CASE <case> OK`.
 fn run_child(case: &str, child: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
+    use std::process::Stdio;
+    let log_path =
+        std::env::temp_dir().join(format!("gmp-faults-{case}-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut c = Command::new(std::env::current_exe().unwrap())
         .args([child, "--exact", "--nocapture", "--test-threads=1"])
         .env(CASE_ENV, case)
-        .output()
+        // Files, not pipes: a child blocked on a full pipe would look hung.
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log.try_clone().unwrap()))
+        .spawn()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    // A hung runtime must fail the test, not hang CI: after the deadline the
+    // child gets SIGQUIT, which makes gmp print a goroutine dump and exit.
+    let deadline = std::time::Instant::now() + CHILD_TIMEOUT;
+    let mut timed_out = false;
+    while c.try_wait().unwrap().is_none() {
+        if !timed_out && std::time::Instant::now() > deadline {
+            timed_out = true;
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = c.wait().unwrap();
+    let text = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        !timed_out,
+        "child {case} hung for {CHILD_TIMEOUT:?}:\n{text}"
     );
-    assert!(out.status.success(), "child {case} failed:\n{text}");
+    assert!(status.success(), "child {case} failed:\n{text}");
     assert!(
         text.contains(&format!("FAULT CASE {case} OK")),
         "child {case} did not run:\n{text}"

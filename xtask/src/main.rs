@@ -5,14 +5,21 @@
 //! [`SUBCOMMANDS`] and the `match` in [`main`].
 
 mod bench;
+mod trace;
 
 use std::process::ExitCode;
 
 /// (name, one-line description) of every subcommand, for `--help`.
-const SUBCOMMANDS: &[(&str, &str)] = &[(
-    "bench",
-    "run every workload on gmp, Go, tokio and may; print a Markdown table",
-)];
+const SUBCOMMANDS: &[(&str, &str)] = &[
+    (
+        "bench",
+        "run every workload on gmp, Go, tokio and may; print a Markdown table",
+    ),
+    (
+        "trace",
+        "run a gmp example with GMP_TRACE set; print the Chrome trace file's path",
+    ),
+];
 
 fn usage() -> String {
     let mut s = String::from("usage: cargo xtask <subcommand> [options]\n\nsubcommands:\n");
@@ -29,7 +36,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     match sub.as_deref() {
         Some("bench") => bench::main(&rest),
-        // Some("trace") => trace::main(&rest),
+        Some("trace") => trace::main(&rest),
         // Some("soak") => soak::main(&rest),
         // Some("ci") => ci::main(&rest),
         None | Some("-h" | "--help" | "help") => {
