@@ -471,6 +471,15 @@ pub(crate) fn startm(s: &Sched, p: Option<&'static P>, spinning: bool) -> bool {
     if s.newm(Some(p), spinning) {
         return true;
     }
+    // No thread for this P (thread cap or OS refusal): its queued Gs go to
+    // the global queue, where any running M finds them, before it idles.
+    // We hold the P (it is on no list and no M owns it), so draining it is
+    // the owner's operation.
+    let mut gs = Vec::new();
+    p.runq_drain(&mut gs);
+    for g in gs {
+        s.globrunqput(g);
+    }
     let mut l = s.locked();
     pidleput(s, &mut l, p);
     false
@@ -816,7 +825,9 @@ fn steal_work(s: &Sched, m: &M, p: &'static P, now: u64) -> Option<GRef> {
                     return Some(g);
                 }
             }
-            if victim.status() == PStatus::Idle {
+            // Idle Ps normally have empty queues; but a P whose hand-off
+            // failed (thread cap) may sit idle with work: steal that too.
+            if victim.runq_empty() {
                 continue;
             }
             // SAFETY: scratch is used only here, on this M's own thread.

@@ -75,7 +75,9 @@ fn vm_size() -> u64 {
 
 /// Address space left to the runtime once the limit is set: room for four
 /// 64 MiB stack slabs (a few thousand stacks of 64 KiB) plus some heap.
-const AS_HEADROOM: u64 = 4 * 64 * 1024 * 1024 + 24 * 1024 * 1024;
+/// Room for a few stack slabs (64 MiB each) plus what threads started after
+/// the limit may reserve (glibc reserves a 64 MiB malloc arena per thread).
+const AS_HEADROOM: u64 = 8 * 64 * 1024 * 1024;
 
 #[test]
 fn address_space_exhaustion() {
@@ -125,7 +127,7 @@ fn address_space_exhaustion_child() {
         );
         let spawned = hs.len();
         println!("spawned {spawned} goroutines before: {err}");
-        assert!(spawned >= 1_000, "ran out too early: {spawned}");
+        assert!(spawned >= 500, "ran out too early: {spawned}");
 
         // gmp::go panics with a clear message on the same failure.
         // (The default hook would print the expected panic with a backtrace.)
@@ -159,6 +161,11 @@ fn address_space_exhaustion_child() {
 // The thread cap.
 // ---------------------------------------------------------------------------
 
+/// With `procs(2).max_threads(3)` and goroutines in `blocking`, this once
+/// hung about 1 run in 40: a P handed off when no thread could be created
+/// went idle with Gs in its queue, and spinning Ms skipped idle Ps. Fixed in
+/// `startm` (the P's queue goes global first) and `steal_work` (skip empty
+/// queues, not idle Ps).
 #[test]
 fn thread_limit() {
     let text = run_child("max_threads", "thread_limit_child");
