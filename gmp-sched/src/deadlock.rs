@@ -13,9 +13,15 @@
 //! * no P has an armed timer and nobody waits on the netpoller;
 //! * a *main goroutine* (the one `block_on` runs) is itself parked, so the
 //!   thread that called `block_on` is blocked on it and cannot wake anything;
+//! * no plain OS thread has been seen using the runtime's objects: a
+//!   channel or `WaitGroup` created outside a goroutine, a plain thread
+//!   blocked on a gmp object, or a goroutine readied from a plain thread all
+//!   call [`note_external_use`], after which a plain thread may legitimately
+//!   wake a parked goroutine at any time (Go has no such threads) and
+//!   detection stays off for the process;
 //! * the above stays true, with no scheduling progress at all, for a grace
-//!   period ([`GRACE`]), which gives a plain thread that is about to send
-//!   the time to do so (checked by a short-lived `gmp-checkdead` thread).
+//!   period ([`GRACE`]), which absorbs transient states (checked by a
+//!   short-lived `gmp-checkdead` thread).
 //!
 //! Then, as Go, the process prints `fatal error: all goroutines are asleep -
 //! deadlock!` and a goroutine dump and exits with status 2 — or, when the
@@ -140,9 +146,26 @@ impl Sched {
     }
 }
 
+static EXTERNAL_USE: AtomicBool = AtomicBool::new(false);
+
+/// Records that a plain OS thread (not a goroutine) holds or uses runtime
+/// objects, so it may wake goroutines later: deadlock detection is then
+/// off for the rest of the process. Cheap (one relaxed load when set).
+#[inline]
+pub fn note_external_use() {
+    if !EXTERNAL_USE.load(Ordering::Relaxed) {
+        EXTERNAL_USE.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether [`note_external_use`] was called.
+pub fn external_use_seen() -> bool {
+    EXTERNAL_USE.load(Ordering::Relaxed)
+}
+
 /// The dead state, checked under the scheduler lock.
 fn is_dead(s: &Sched, _l: &Locked) -> bool {
-    if s.is_shutdown() || s.gcwaiting.load(Ordering::SeqCst) {
+    if s.is_shutdown() || s.gcwaiting.load(Ordering::SeqCst) || external_use_seen() {
         return false;
     }
     let nm = s.allm.lock().unwrap_or_else(|e| e.into_inner()).len();

@@ -70,7 +70,10 @@ impl Waiter {
     pub fn current() -> Waiter {
         match parkable_g() {
             Some(g) => Waiter::G(g),
-            None => Waiter::Thread(PARKER.with(|p| p.clone())),
+            None => {
+                crate::deadlock::note_external_use();
+                Waiter::Thread(PARKER.with(|p| p.clone()))
+            }
         }
     }
     /// Wakes the waiter. Call exactly once per [`park`], after removing the

@@ -1077,6 +1077,7 @@ pub fn goready(g: GRef) {
     let Some((m, s)) = cur else {
         // A plain thread, or an M of another runtime: the G's own scheduler
         // takes it on its global queue.
+        crate::deadlock::note_external_use();
         // SAFETY: a G records the Sched that created it, which outlives it.
         goready_on(unsafe { &*gs }, g);
         return;

@@ -74,8 +74,15 @@ fn deadlock_is_fatal_with_go_message_and_dump() {
 }
 
 #[test]
-#[ignore = "hung once under GMP_DEBUG=randomize=1 in CI; see the session note (issue 6)"]
 fn deadlock_non_fatal_returns_error_and_block_on_panics() {
+    // In a child: detection turns itself off for the whole process once a
+    // plain thread has used gmp objects, which other tests here do.
+    if child_scenario().is_none() {
+        let o = run_child("deadlock_non_fatal_returns_error_and_block_on_panics", &[]);
+        assert!(o.status.success(), "child failed:\n{}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("non-fatal deadlock ok"));
+        return;
+    }
     let r = gmp::Runtime::builder()
         .procs(2)
         .deadlock_fatal(false)
@@ -110,6 +117,7 @@ fn deadlock_non_fatal_returns_error_and_block_on_panics() {
     .expect_err("block_on panics on a deadlock");
     let s = p.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(s.contains("all goroutines are asleep - deadlock!"), "{s}");
+    println!("non-fatal deadlock ok");
 }
 
 #[test]
@@ -122,10 +130,11 @@ fn no_deadlock_while_a_timer_a_thread_or_a_blocking_call_can_wake() {
     // A timer.
     r.try_block_on(|| gmp::sleep(Duration::from_millis(300)))
         .expect("sleep is no deadlock");
-    // A plain thread that sends late (longer than the grace period).
+    // A plain thread that sends late (longer than the grace period): the
+    // channel made outside any goroutine turns detection off.
     let (tx, rx) = gmp::chan::<u32>(0);
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(300));
         tx.send(5).unwrap();
     });
     assert_eq!(r.try_block_on(move || rx.recv().unwrap()).unwrap(), 5);

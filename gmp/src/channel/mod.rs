@@ -424,6 +424,11 @@ pub(crate) fn wake(w: Option<Waiter>) {
 /// assert_eq!(rx.recv(), Ok("hi"));
 /// ```
 pub fn chan<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
+    if !gmp_sched::in_goroutine() {
+        // A plain thread may keep an end and use it later: see
+        // gmp_sched::deadlock (detection must not fire on it).
+        gmp_sched::deadlock::note_external_use();
+    }
     let c = Arc::new(Chan {
         state: Mutex::new(State::new(cap)),
         cap,

@@ -55,6 +55,9 @@ struct WgInner {
 impl WaitGroup {
     /// A group with counter 0.
     pub fn new() -> Self {
+        if !gmp_sched::in_goroutine() {
+            gmp_sched::deadlock::note_external_use();
+        }
         WaitGroup::default()
     }
 
