@@ -107,6 +107,20 @@ pub struct PStats {
     pub runnext_hits: AtomicU64,
     /// Gs taken from the global queue.
     pub global_takes: AtomicU64,
+    /// Goroutines created on this P (owner-written).
+    pub spawned: AtomicU64,
+    /// Goroutines that exited on this P (owner-written).
+    pub exited: AtomicU64,
+}
+
+impl PStats {
+    /// Adds one to an owner-written counter: a plain load and store, no
+    /// locked instruction (only the P's owner writes it; readers sum).
+    /// Requires: caller owns the P.
+    #[inline]
+    pub fn bump_owner(&self, c: &AtomicU64) {
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
 }
 
 /// The processor.

@@ -1,4 +1,4 @@
-//! Deadlock detection (Go's `checkdead`) and the "all done" hook.
+//! Deadlock detection (Go's `checkdead`).
 //!
 //! Go declares a deadlock when no M is running and no goroutine can be woken
 //! by a timer or the netpoller. gmp has one more source of wake-ups Go lacks:
@@ -215,7 +215,7 @@ fn progress(s: &Sched) -> (u64, u64, u64) {
     }
     (
         s.counters.mparks.load(Ordering::Relaxed),
-        s.counters.spawned.load(Ordering::Relaxed),
+        s.metrics_spawned(),
         ticks,
     )
 }
@@ -282,6 +282,3 @@ fn declare(s: &Sched) {
         (e.notify)(DeadlockError { dump: dump.clone() });
     }
 }
-
-/// Called when the last goroutine exits.
-pub(crate) fn all_done(_s: &Sched) {}

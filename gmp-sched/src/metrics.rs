@@ -130,6 +130,7 @@ impl crate::Sched {
             m.steals += p.stats.steals.load(Ordering::Relaxed);
             m.runnext_hits += p.stats.runnext_hits.load(Ordering::Relaxed);
             m.global_takes += p.stats.global_takes.load(Ordering::Relaxed);
+            m.spawned += p.stats.spawned.load(Ordering::Relaxed);
         }
         for g in self.allgs.lock().unwrap().iter() {
             if g.system.load(Ordering::Relaxed) {

@@ -389,20 +389,22 @@ fn gdestroy(s: &Sched, m: &M, g: GRef) {
     if g.status.cas(Status::Running, Status::Dead).is_err() {
         panic!("gmp: goexit: bad status for goroutine {}", g.id());
     }
-    if !g.system.load(Ordering::Relaxed) {
-        s.ngoroutine.fetch_sub(1, Ordering::AcqRel);
-    }
     g.wait_reason.store(0, Ordering::Relaxed);
     g.preempt.store(false, Ordering::Relaxed);
     if g.lockedm.swap(0, Ordering::AcqRel) != 0 {
         m.lockedg.store(std::ptr::null_mut(), Ordering::Release);
     }
+    // Goroutine counts are per-P (owner-written, no shared cache line on
+    // the spawn/exit path); without a P, the global adjustment counter.
     match mp(m) {
-        Some(p) => p.gfput(g, &s.gfree),
-        None => s.gfree.put(g),
-    }
-    if s.ngoroutine.load(Ordering::Acquire) == 0 {
-        crate::deadlock::all_done(s);
+        Some(p) => {
+            p.stats.bump_owner(&p.stats.exited);
+            p.gfput(g, &s.gfree);
+        }
+        None => {
+            s.ngoroutine.fetch_sub(1, Ordering::AcqRel);
+            s.gfree.put(g);
+        }
     }
 }
 
@@ -1018,8 +1020,13 @@ pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<G
     if g.status.cas(from, Status::Runnable).is_err() {
         panic!("gmp: newproc: goroutine {} has a bad status", g.id());
     }
-    s.ngoroutine.fetch_add(1, Ordering::AcqRel);
-    s.counters.spawned.fetch_add(1, Ordering::Relaxed);
+    match local_p {
+        Some(p) => p.stats.bump_owner(&p.stats.spawned),
+        None => {
+            s.ngoroutine.fetch_add(1, Ordering::AcqRel);
+            s.counters.spawned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     crate::trace::go_create(s, g, loc);
     match local_p {
         Some(p) => {

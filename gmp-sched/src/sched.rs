@@ -162,7 +162,8 @@ pub struct Sched {
     pub(crate) thread_limit_reported: AtomicBool,
     pub(crate) goidgen: AtomicU64,
     pub(crate) main_goid_taken: AtomicBool,
-    /// Live user goroutines.
+    /// Live goroutines created or exited without a P (the per-P counters
+    /// in `PStats` hold the rest; `num_goroutine` sums them).
     pub(crate) ngoroutine: AtomicI64,
     /// Goroutines inside `gmp::blocking`.
     pub(crate) nsyscall: AtomicI64,
@@ -415,7 +416,23 @@ impl Sched {
 
     /// Goroutines alive (user goroutines: running, runnable, waiting).
     pub fn num_goroutine(&self) -> usize {
-        self.ngoroutine.load(Ordering::Relaxed).max(0) as usize
+        let mut n = self.ngoroutine.load(Ordering::Relaxed);
+        for i in 0..MAX_PROCS {
+            let Some(p) = self.p(i) else { break };
+            n += p.stats.spawned.load(Ordering::Relaxed) as i64;
+            n -= p.stats.exited.load(Ordering::Relaxed) as i64;
+        }
+        n.max(0) as usize
+    }
+
+    /// Goroutines spawned so far.
+    pub(crate) fn metrics_spawned(&self) -> u64 {
+        let mut n = self.counters.spawned.load(Ordering::Relaxed);
+        for i in 0..MAX_PROCS {
+            let Some(p) = self.p(i) else { break };
+            n += p.stats.spawned.load(Ordering::Relaxed);
+        }
+        n
     }
 
     /// Whether some sysmon preempts goroutines.
