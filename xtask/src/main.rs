@@ -5,6 +5,8 @@
 //! [`SUBCOMMANDS`] and the `match` in [`main`].
 
 mod bench;
+mod ci;
+mod soak;
 mod trace;
 
 use std::process::ExitCode;
@@ -19,6 +21,11 @@ const SUBCOMMANDS: &[(&str, &str)] = &[
         "trace",
         "run a gmp example with GMP_TRACE set; print the Chrome trace file's path",
     ),
+    (
+        "soak",
+        "run a mixed, self-checking gmp workload for --minutes N (default 1); fail on RSS growth",
+    ),
+    ("ci", "run exactly what CI runs (bash .ci/run)"),
 ];
 
 fn usage() -> String {
@@ -37,8 +44,8 @@ fn main() -> ExitCode {
     match sub.as_deref() {
         Some("bench") => bench::main(&rest),
         Some("trace") => trace::main(&rest),
-        // Some("soak") => soak::main(&rest),
-        // Some("ci") => ci::main(&rest),
+        Some("soak") => soak::main(&rest),
+        Some("ci") => ci::main(&rest),
         None | Some("-h" | "--help" | "help") => {
             print!("{}", usage());
             ExitCode::SUCCESS
