@@ -334,6 +334,10 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
             }
             Switch::Yield => {
                 make_runnable(s, g);
+                if s.debug.migrate && g.lockedm.load(Ordering::Relaxed) == 0 {
+                    migrate_handoff(s, m, g);
+                    return;
+                }
                 if let Some(p) = p {
                     p.runq_put(g, false, &mut |x| s.globrunqput(x));
                 } else {

@@ -68,9 +68,20 @@ pub mod plugin {
     pub use gmp_sysmon::DefaultSysmon;
 }
 
-/// Yields the processor, letting other goroutines run (Go's
-/// `runtime.Gosched`: the goroutine goes to the global queue).
+/// Yields the processor, letting other goroutines run. The goroutine goes
+/// to the tail of its P's local queue (Go's internal `goyield`; tokio and
+/// may yield the same way), which keeps a yield core-local and cheap. It
+/// cannot starve anything: the global queue is still checked every 61st
+/// schedule and idle Ps steal from this one. For Go's exact
+/// `runtime.Gosched` (to the global queue) use [`gosched`].
 pub fn yield_now() {
+    gmp_sched::check_preempt();
+    gmp_sched::goyield();
+}
+
+/// Go's `runtime.Gosched`: yields the processor and puts the goroutine on
+/// the global run queue, where any P may pick it up.
+pub fn gosched() {
     gmp_sched::check_preempt();
     gmp_sched::gosched();
 }
