@@ -43,28 +43,6 @@ const ARMED: u8 = 0;
 const FIRED: u8 = 1;
 const STOPPED: u8 = 2;
 
-/// A timer that readies a parked goroutine (Go's `resetForSleep` timer).
-struct SleepTimer {
-    g: GRef,
-    state: AtomicU8,
-}
-
-impl Timer for SleepTimer {
-    fn armed(&self) -> bool {
-        self.state.load(Ordering::Acquire) == ARMED
-    }
-    fn fire(&self, _now: u64) -> Option<u64> {
-        if self
-            .state
-            .compare_exchange(ARMED, FIRED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            goready(self.g);
-        }
-        None
-    }
-}
-
 /// Parks the calling goroutine for at least `d` (Go's `time.Sleep`).
 /// Outside a goroutine it sleeps the thread.
 pub fn sleep(d: Duration) {
@@ -89,11 +67,9 @@ pub fn sleep(d: Duration) {
         let when = s
             .nanotime()
             .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64);
-        let t = Arc::new(SleepTimer {
-            g: g2,
-            state: AtomicU8::new(ARMED),
-        });
-        add_timer(s, when, t);
+        // Go's resetForSleep: the timer readies the G. It is added here,
+        // after the G is Waiting, so it can never fire on a running G.
+        add_timer(s, when, FnTimer::new(move || goready(g2)));
         true
     });
 }

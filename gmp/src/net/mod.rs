@@ -78,6 +78,54 @@ use gmp_sched::netpoll::{Mode, PollDesc, WaitError};
 use gmp_sched::park::{park, Waiter};
 use gmp_sched::Sched;
 
+/// `Read`/`Write` for a stream type and its shared reference, all through
+/// its `PollIo` (field `io`): try the operation, park on would-block.
+macro_rules! stream_io {
+    ($t:ty) => {
+        impl Read for &$t {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.io.io(Mode::Read, |mut s| s.read(buf))
+            }
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                self.io.io(Mode::Read, |mut s| s.read_vectored(bufs))
+            }
+        }
+
+        impl Write for &$t {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.io.io(Mode::Write, |mut s| s.write(buf))
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                self.io.io(Mode::Write, |mut s| s.write_vectored(bufs))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl Read for $t {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                (&*self).read_vectored(bufs)
+            }
+        }
+
+        impl Write for $t {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
 mod tcp;
 mod udp;
 mod unix;
