@@ -49,7 +49,12 @@ impl Ord for Entry {
 pub struct TimerHeap {
     heap: Mutex<(BinaryHeap<Entry>, u64)>,
     next: AtomicU64,
+    /// Heap size after the last purge of stopped timers.
+    purged_len: std::sync::atomic::AtomicUsize,
 }
+
+/// Heaps smaller than this are never purged (a scan is not worth it).
+const PURGE_MIN: usize = 64;
 
 impl std::fmt::Debug for TimerHeap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,6 +67,7 @@ impl Default for TimerHeap {
         TimerHeap {
             heap: Mutex::new((BinaryHeap::new(), 0)),
             next: AtomicU64::new(u64::MAX),
+            purged_len: std::sync::atomic::AtomicUsize::new(PURGE_MIN / 2),
         }
     }
 }
@@ -88,10 +94,21 @@ impl TimerHeap {
     }
 
     /// Adds a timer firing at `when`. Returns true if it became the earliest.
+    ///
+    /// Stopped timers stay in the heap until they reach the top; so that a
+    /// loop of long, early-stopped timeouts cannot grow it without bound,
+    /// the heap is purged of stopped entries whenever it has doubled since
+    /// the last purge (amortised O(1) per add; Go purges when a quarter of
+    /// the heap is deleted timers).
     pub fn add(&self, when: u64, timer: Arc<dyn Timer>) -> bool {
         let mut h = self.lock();
         h.1 += 1;
         let seq = h.1;
+        if h.0.len() >= PURGE_MIN && h.0.len() >= 2 * self.purged_len.load(Ordering::Relaxed) {
+            h.0.retain(|e| e.timer.armed());
+            self.purged_len
+                .store(h.0.len().max(PURGE_MIN / 2), Ordering::Relaxed);
+        }
         h.0.push(Entry { when, seq, timer });
         let earliest = when < self.next.load(Ordering::Relaxed);
         if earliest {
@@ -204,5 +221,43 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), vec![2, 1]);
         assert_eq!(c.fired.load(Ordering::Relaxed), 0);
         assert_eq!(h.next_when(), u64::MAX);
+    }
+
+    #[test]
+    fn stopped_timers_do_not_accumulate() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let h = TimerHeap::default();
+        // A loop of long timeouts, each stopped early (a recv_timeout that
+        // got its value): the heap stays bounded.
+        for i in 0..10_000u64 {
+            let t = Arc::new(T {
+                armed: AtomicBool::new(true),
+                log: log.clone(),
+                id: i,
+                fired: AtomicUsize::new(0),
+            });
+            h.add(1_000_000_000 + i, t.clone());
+            t.armed.store(false, Ordering::Relaxed);
+        }
+        assert!(h.len() <= 2 * PURGE_MIN, "heap grew to {}", h.len());
+        // Armed timers survive purges and still fire in order.
+        let keep = Arc::new(T {
+            armed: AtomicBool::new(true),
+            log: log.clone(),
+            id: 42,
+            fired: AtomicUsize::new(0),
+        });
+        h.add(5, keep.clone());
+        for i in 0..1_000u64 {
+            let t = Arc::new(T {
+                armed: AtomicBool::new(false),
+                log: log.clone(),
+                id: i,
+                fired: AtomicUsize::new(0),
+            });
+            h.add(10 + i, t);
+        }
+        assert_eq!(h.run_due(6), 1);
+        assert_eq!(*log.lock().unwrap(), vec![42]);
     }
 }

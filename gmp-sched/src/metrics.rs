@@ -96,7 +96,9 @@ pub struct SchedMetrics {
     pub stack_bytes_reserved: usize,
     /// Stacks allocated (each at most `stack_size` resident).
     pub stacks_allocated: usize,
-    /// Bytes of stack memory resident (sampled with mincore; estimate).
+    /// Bytes of stack memory resident, estimated as one page per live
+    /// goroutine (a parked goroutine touches the top page of its stack; a
+    /// `mincore` walk over every slab would cost more than the snapshot).
     pub stack_bytes_resident: usize,
     /// Scheduling latency histogram (runnable -> running), log2 ns buckets.
     pub sched_latency_ns: Vec<u64>,
