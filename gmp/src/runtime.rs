@@ -156,7 +156,7 @@ impl Builder {
             deadlock_fatal: self.deadlock_fatal,
         })?;
         if self.sigquit_dump {
-            crate::debug::register_sigquit(&sched);
+            gmp_sched::debug::register_sigquit(&sched);
         }
         Ok(Runtime { sched })
     }
