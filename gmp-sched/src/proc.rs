@@ -273,6 +273,10 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
         m.curg.store(g.as_ptr(), Ordering::Release);
         g.m.store(m as *const M as usize, Ordering::Release);
         g.wait_since.store(0, Ordering::Relaxed);
+        // Go's execute: a new time slice starts, so an older preemption
+        // request is void (it would make the G yield twice: once by being
+        // descheduled, once more at its next runtime entry).
+        g.preempt.store(false, Ordering::Relaxed);
         if !inherit || !s.preempts() {
             p.schedtick.fetch_add(1, Ordering::Relaxed);
             m.slice_start.store(now, Ordering::Relaxed);

@@ -231,6 +231,10 @@ fn ping_pong_hog_shares_time() {
     let mut tries = Vec::new();
     for _ in 0..3 {
         let (hog, light) = ping_pong_hog_once();
+        eprintln!(
+            "ping-pong hog/light = {:.2}",
+            hog as f64 / light.max(1) as f64
+        );
         assert!(
             hog > 0 && light > 0,
             "a pair starved: hog {hog}, light {light}"
