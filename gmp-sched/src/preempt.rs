@@ -66,6 +66,9 @@ extern "C" fn sigurg_handler(
     m.oldp.store(p, Ordering::Release);
     m.p_detached.store(true, Ordering::Relaxed);
     pr.m.store(0, Ordering::Release);
+    // A new "blocking call" for sysmon's bookkeeping: it must see a fresh
+    // syscalltick, or it would retake at once on a stale observation.
+    pr.syscalltick.fetch_add(1, Ordering::Relaxed);
     // Release: the P is up for grabs from here on (sysmon's retake CAS).
     pr.set_status(PStatus::Syscall);
     s.counters.forced_handoffs.fetch_add(1, Ordering::Relaxed);

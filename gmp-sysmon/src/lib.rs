@@ -114,6 +114,7 @@ impl Sysmon for DefaultSysmon {
                 let Some(p) = h.p(i) else { continue };
                 match p.status {
                     PStatus::Running if self.preempt => {
+                        sn.syscallwhen = 0;
                         if p.schedtick != sn.schedtick {
                             sn.schedtick = p.schedtick;
                             sn.schedwhen = now;

@@ -297,6 +297,13 @@ fn ping_pong_hog_once() -> (u64, u64) {
         done.store(true, Ordering::Relaxed);
         let h = hog_count.load(Ordering::Relaxed);
         let l = light_count.load(Ordering::Relaxed);
+        if std::env::var_os("PPH_METRICS").is_some() {
+            let m = gmp::metrics().unwrap();
+            eprintln!(
+                "preempt_requests {} preemptions {} forced {} syscall_handoffs {} threads {}",
+                m.preempt_requests, m.preemptions, m.forced_handoffs, m.syscall_handoffs, m.threads
+            );
+        }
         (h, l)
     })
 }
