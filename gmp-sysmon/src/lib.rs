@@ -44,6 +44,9 @@ pub const FORCE_PREEMPT_NS: u64 = 10_000_000;
 pub const MIN_SLEEP: Duration = Duration::from_micros(20);
 /// Go's maximum sysmon sleep: 10 ms.
 pub const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// How often a slice that overran is asked again to yield: 100 µs (Go
+/// asks at every sysmon tick; this bounds the signals sent to a hog).
+pub const REPREEMPT_NS: u64 = 100_000;
 
 /// Go's sysmon (see the crate docs).
 #[derive(Debug, Clone)]
@@ -69,6 +72,8 @@ struct Seen {
     schedwhen: u64,
     syscalltick: u32,
     syscallwhen: u64,
+    /// When this P's current slice was last asked to yield.
+    preempted_at: u64,
 }
 
 impl Sysmon for DefaultSysmon {
@@ -118,13 +123,21 @@ impl Sysmon for DefaultSysmon {
                         if p.schedtick != sn.schedtick {
                             sn.schedtick = p.schedtick;
                             sn.schedwhen = now;
-                        } else if now.saturating_sub(sn.schedwhen) >= slice {
+                        } else if now.saturating_sub(sn.schedwhen) >= slice
+                            && now.saturating_sub(sn.preempted_at) >= REPREEMPT_NS
+                        {
+                            // As Go's retake: the slice's start is NOT reset
+                            // by asking. If the G yields but its runnext
+                            // partner inherits the slice (same schedtick),
+                            // the partner is asked too, a moment later;
+                            // resetting would hand the chain a fresh 10 ms
+                            // (measured: a ping-pong pair then took 3-4x
+                            // the CPU of a pair it was supposed to share with).
                             if h.preempt(i, p.schedtick) {
                                 acted = true;
                                 tracing::debug!(target: "gmp::sysmon", p = i, "preempt");
                             }
-                            // Ask again after another slice if it ignores us.
-                            sn.schedwhen = now;
+                            sn.preempted_at = now;
                         }
                     }
                     PStatus::Syscall => {
