@@ -14,7 +14,9 @@
 //!   is looking for work, is handed to another M.
 //! * **Preempt**: a goroutine that has run the same time slice for more than
 //!   10 ms is asked to yield (a flag checked at every runtime entry) and its
-//!   M gets `SIGURG`. If the M is in user code, the signal handler detaches
+//!   M gets `SIGURG`; as in Go's `retake`, asking does not restart the
+//!   slice, so if a `runnext` partner inherits it, the partner is asked too
+//!   (every [`REPREEMPT_NS`]) until the P starts a new slice. If the M is in user code, the signal handler detaches
 //!   the P, which the next retake hands to another M: the hog keeps running
 //!   on its thread (the OS time-slices it) while the others run on the P.
 //!   See `DESIGN.md` beside this file for why a P is never owned twice and
