@@ -78,6 +78,33 @@ use gmp_sched::netpoll::{Mode, PollDesc, WaitError};
 use gmp_sched::park::{park, Waiter};
 use gmp_sched::Sched;
 
+/// The four std timeout methods of a socket type, all through its
+/// `PollIo` (field `io`). Expands inside the type's `impl` block.
+macro_rules! io_timeouts {
+    () => {
+        /// Bounds each read or receive (`ErrorKind::TimedOut` past it);
+        /// `None` clears it. A zero duration is an error, as in std.
+        pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+            self.io.set_timeout(Mode::Read, d)
+        }
+
+        /// Bounds each write or send, like [`set_read_timeout`](Self::set_read_timeout).
+        pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+            self.io.set_timeout(Mode::Write, d)
+        }
+
+        /// The read timeout.
+        pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+            Ok(self.io.timeout(Mode::Read))
+        }
+
+        /// The write timeout.
+        pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+            Ok(self.io.timeout(Mode::Write))
+        }
+    };
+}
+
 /// `Read`/`Write` for a stream type and its shared reference, all through
 /// its `PollIo` (field `io`): try the operation, park on would-block.
 macro_rules! stream_io {

@@ -219,26 +219,7 @@ impl TcpStream {
         self.io.sock().shutdown(how)
     }
 
-    /// Bounds each read (`None`: no bound): a read that would wait longer
-    /// fails with `ErrorKind::TimedOut`. A zero duration is an error.
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.io.set_timeout(Mode::Read, d)
-    }
-
-    /// Bounds each write, like [`set_read_timeout`](Self::set_read_timeout).
-    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.io.set_timeout(Mode::Write, d)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.timeout(Mode::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.timeout(Mode::Write))
-    }
+    io_timeouts!();
 
     /// Sets `TCP_NODELAY`.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {

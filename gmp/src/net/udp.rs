@@ -79,25 +79,7 @@ impl UdpSocket {
         self.io.sock().local_addr()
     }
 
-    /// Bounds each receive (`ErrorKind::TimedOut` past it). Zero is an error.
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.io.set_timeout(Mode::Read, d)
-    }
-
-    /// Bounds each send.
-    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.io.set_timeout(Mode::Write, d)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.timeout(Mode::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.timeout(Mode::Write))
-    }
+    io_timeouts!();
 
     /// Sets `SO_BROADCAST`.
     pub fn set_broadcast(&self, on: bool) -> io::Result<()> {

@@ -188,25 +188,7 @@ impl UnixStream {
         self.io.sock().shutdown(how)
     }
 
-    /// Bounds each read (`ErrorKind::TimedOut` past it). Zero is an error.
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.io.set_timeout(Mode::Read, d)
-    }
-
-    /// Bounds each write.
-    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.io.set_timeout(Mode::Write, d)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.timeout(Mode::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.timeout(Mode::Write))
-    }
+    io_timeouts!();
 
     /// Reads and clears `SO_ERROR`.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
@@ -330,25 +312,7 @@ impl UnixDatagram {
         self.io.sock().shutdown(how)
     }
 
-    /// Bounds each receive (`ErrorKind::TimedOut` past it). Zero is an error.
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.io.set_timeout(Mode::Read, d)
-    }
-
-    /// Bounds each send.
-    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.io.set_timeout(Mode::Write, d)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.timeout(Mode::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.timeout(Mode::Write))
-    }
+    io_timeouts!();
 
     /// Reads and clears `SO_ERROR`.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
