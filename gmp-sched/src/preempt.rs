@@ -145,7 +145,10 @@ pub(crate) fn reacquire_after_forced_handoff(s: &Sched, m: &'static M, g: GRef) 
 /// On g0 after a switch: if the P was detached while the G ran, try to take
 /// it straight back (the G is no longer running, so there is no hog).
 pub(crate) fn reattach_on_g0(s: &Sched, m: &M) {
-    if !m.p_detached.swap(false, Ordering::Relaxed) {
+    // Only this M's own signal handler sets the flag, and only while
+    // `in_user` (cleared before we got here): a plain load that reads false
+    // cannot miss a later set, and saves a locked `xchg` on every switch.
+    if !m.p_detached.load(Ordering::Relaxed) || !m.p_detached.swap(false, Ordering::Relaxed) {
         return;
     }
     let oldp = m.oldp.swap(std::ptr::null_mut(), Ordering::AcqRel);

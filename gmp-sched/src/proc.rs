@@ -262,8 +262,12 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
         }
         // The clock is read only for sampled Gs (see Sched::sample_clock):
         // a clock read costs ~70 ns on some VMs, more than a switch.
-        let since = g.runnable_since.swap(0, Ordering::Relaxed);
+        // A plain load (and a store only for sampled Gs): the G came to us
+        // through a run queue, which ordered its stamp before; an `xchg`
+        // here would cost a locked instruction on every switch.
+        let since = g.runnable_since.load(Ordering::Relaxed);
         let now = if since != 0 {
+            g.runnable_since.store(0, Ordering::Relaxed);
             let now = s.nanotime();
             s.latency.record(now.saturating_sub(since));
             now
@@ -278,7 +282,10 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
         // descheduled, once more at its next runtime entry).
         g.preempt.store(false, Ordering::Relaxed);
         if !inherit || !s.preempts() {
-            p.schedtick.fetch_add(1, Ordering::Relaxed);
+            // Only the P's owner writes schedtick (Go's plain `schedtick++`);
+            // sysmon just reads it, so no locked read-modify-write.
+            let t = p.schedtick.load(Ordering::Relaxed);
+            p.schedtick.store(t.wrapping_add(1), Ordering::Relaxed);
             m.slice_start.store(now, Ordering::Relaxed);
         }
         gmp_stack::set_current_goid(g.id(), g.stack().size());
