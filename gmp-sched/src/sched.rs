@@ -325,7 +325,7 @@ impl Sched {
         self.coarse.load(Ordering::Relaxed)
     }
 
-    /// The clock for 1 in 16 calls on this thread, else 0: stamps the
+    /// The clock for 1 in 64 calls on this thread, else 0: stamps the
     /// runnable time of a sample of Gs for the latency histogram.
     #[inline]
     pub(crate) fn sample_clock(&self) -> u64 {
@@ -337,7 +337,7 @@ impl Sched {
             c.set(v);
             v
         });
-        if n % 16 == 0 {
+        if n % 64 == 0 {
             self.nanotime().max(1)
         } else {
             0
