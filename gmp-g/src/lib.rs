@@ -23,7 +23,7 @@
 //! | `Running` | the M executing it | that M |
 //! | `Syscall` | the M executing it, which holds no P | that M |
 //! | `Waiting` | nobody: parked in some wait queue | the single waker that wins the CAS to `Runnable` |
-//! | `Dead` | the free list holding it | `newproc` reusing it |
+//! | `Dead` | the free list holding it (it holds no stack) | `newproc` reusing it |
 //! | `Preempted` | nobody: stopped by a preemption request | the scheduler |
 //! | `Copystack` | the M moving it (reserved; our stacks never move) | that M |
 //!
@@ -36,7 +36,9 @@
 //!
 //! ## Invariants
 //! 1. Only the thread that owns the stack (per the table) reads or writes the
-//!    saved contexts and the entry closure.
+//!    saved contexts, the entry closure and the stack field. A G has a stack
+//!    only between its first run ([`G::start`]) and its exit
+//!    ([`G::take_stack`]): one waiting in a run queue to start has none.
 //! 2. A `GRef` stays valid until the runtime that made it is dropped: Gs are
 //!    recycled through free lists, never freed while the runtime lives.
 //!
@@ -320,7 +322,9 @@ pub struct G {
     pub sched: AtomicUsize,
     /// `lock_os_thread` nesting depth (touched only by the G itself).
     pub lock_count: AtomicU32,
-    stack: Stack,
+    /// The stack, from the goroutine's first run until it exits (a G
+    /// waiting in a run queue to start has none).
+    stack: UnsafeCell<Option<Stack>>,
     ctx: UnsafeCell<Option<Context>>,
     back: UnsafeCell<Option<Context>>,
     entry: UnsafeCell<Option<Entry>>,
@@ -348,10 +352,15 @@ impl G {
     pub fn id(&self) -> u64 {
         self.goid.load(Ordering::Relaxed)
     }
-    /// The stack this G runs on.
+    /// The stack this G runs on: `None` before its first run and after it
+    /// exits.
+    ///
+    /// # Safety
+    /// The caller owns the G's stack (crate invariant 1).
     #[inline]
-    pub fn stack(&self) -> &Stack {
-        &self.stack
+    pub unsafe fn stack(&self) -> Option<Stack> {
+        // SAFETY: per the contract, nobody writes the field concurrently.
+        unsafe { *self.stack.get() }
     }
     /// Where the goroutine was created.
     pub fn created_at(&self) -> Option<&'static Location<'static>> {
@@ -369,18 +378,51 @@ impl G {
         WaitReason::from_u8(self.wait_reason.load(Ordering::Relaxed))
     }
 
-    /// Installs the entry closure and a fresh context for a (re)start.
+    /// Installs the entry closure for a (re)start. The G gets its stack
+    /// and first context only when it first runs ([`G::start`]).
     ///
     /// # Safety
-    /// The caller owns the G's stack (status `Idle` or `Dead`, not yet
-    /// published) and `entry_fn` obeys [`Context::new`]'s contract.
-    pub unsafe fn prepare(&self, f: Entry, entry_fn: gmp_stack::switch::EntryFn) {
-        // SAFETY: exclusive ownership per the contract; the stack is ours and
-        // unused because the G is dead.
+    /// The caller owns the G (status `Idle` or `Dead`, not yet published).
+    pub unsafe fn prepare(&self, f: Entry) {
+        // SAFETY: exclusive ownership per the contract.
         unsafe {
+            debug_assert!((*self.stack.get()).is_none(), "a dead G kept its stack");
             *self.entry.get() = Some(f);
-            *self.ctx.get() = Some(Context::new(&self.stack, entry_fn));
+            *self.ctx.get() = None;
             *self.back.get() = None;
+        }
+    }
+
+    /// Gives a G that never ran its stack, and returns the context that
+    /// starts it at `entry_fn`.
+    ///
+    /// # Safety
+    /// 1. The caller owns the G (status `Running`, about to resume it) and
+    ///    the G has no stack and no saved context (it never ran).
+    /// 2. `stack` is used by nothing else until [`G::take_stack`] returns it,
+    ///    and `entry_fn` obeys [`Context::new`]'s contract.
+    pub unsafe fn start(&self, stack: Stack, entry_fn: gmp_stack::switch::EntryFn) -> Context {
+        // SAFETY: exclusive ownership per point 1; the stack is ours and
+        // unused per point 2.
+        unsafe {
+            debug_assert!((*self.stack.get()).is_none() && (*self.ctx.get()).is_none());
+            *self.stack.get() = Some(stack);
+            Context::new(&stack, entry_fn)
+        }
+    }
+
+    /// Takes the stack back from a G that exited, and drops its saved
+    /// context (which points into that stack).
+    ///
+    /// # Safety
+    /// The caller owns the G (status `Dead`), and no thread runs on its
+    /// stack any more.
+    pub unsafe fn take_stack(&self) -> Option<Stack> {
+        // SAFETY: exclusive ownership per the contract.
+        unsafe {
+            *self.ctx.get() = None;
+            *self.back.get() = None;
+            (*self.stack.get()).take()
         }
     }
 
@@ -452,8 +494,8 @@ impl std::ops::Deref for GRef {
 }
 
 impl GRef {
-    /// Allocates a new G (status `Idle`) owning `stack`.
-    pub fn alloc(stack: Stack) -> GRef {
+    /// Allocates a new G (status `Idle`), without a stack.
+    pub fn alloc() -> GRef {
         let g = Box::new(G {
             status: StatusWord::new(Status::Idle),
             goid: AtomicU64::new(0),
@@ -469,7 +511,7 @@ impl GRef {
             system: AtomicBool::new(false),
             sched: AtomicUsize::new(0),
             lock_count: AtomicU32::new(0),
-            stack,
+            stack: UnsafeCell::new(None),
             ctx: UnsafeCell::new(None),
             back: UnsafeCell::new(None),
             entry: UnsafeCell::new(None),
@@ -478,7 +520,8 @@ impl GRef {
         GRef(unsafe { NonNull::new_unchecked(Box::into_raw(g)) })
     }
 
-    /// Frees the G (its stack belongs to the allocator and is not touched).
+    /// Frees the G (a stack it still holds belongs to the allocator and is
+    /// not touched).
     ///
     /// # Safety
     /// No other reference to this G may be used afterwards, and no thread may

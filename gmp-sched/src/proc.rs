@@ -281,11 +281,22 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
             p.schedtick.fetch_add(1, Ordering::Relaxed);
             m.slice_start.store(now, Ordering::Relaxed);
         }
-        gmp_stack::set_current_goid(g.id(), g.stack().size());
+        gmp_stack::set_current_goid(g.id(), s.stacks.stack_size());
         crate::trace::go_start(s, p.id, g);
         // SAFETY: the G is Running and owned by this M (CAS above); its
-        // saved context was stored when it last switched out (or by prepare).
-        let ctx = unsafe { g.take_context() }.expect("runnable goroutine has a context");
+        // saved context was stored when it last switched out.
+        let ctx = match unsafe { g.take_context() } {
+            Some(ctx) => ctx,
+            // Never ran: it gets its stack now (newproc reserved one).
+            None => {
+                let stack = p.stack_get(&s.gfree, &s.stacks);
+                // SAFETY: (1) we own the Running G, which never ran; (2) the
+                // stack came off a free list or the allocator, so nothing
+                // else uses it; goroutine_main catches every panic and never
+                // returns.
+                unsafe { g.start(stack, goroutine_main) }
+            }
+        };
         m.in_user.store(true, Ordering::Relaxed);
         // SAFETY: (1) the context is resumed once; (2) g0 holds no TLS
         // reference across the switch.
@@ -404,13 +415,18 @@ fn gdestroy(s: &Sched, m: &M, g: GRef) {
     }
     // Goroutine counts are per-P (owner-written, no shared cache line on
     // the spawn/exit path); without a P, the global adjustment counter.
+    // SAFETY: the G is Dead and its M (us, on g0) owns it; it switched out
+    // for the last time, so nothing runs on its stack.
+    let stack = unsafe { g.take_stack() }.expect("an exiting goroutine has a stack");
     match mp(m) {
         Some(p) => {
             p.stats.bump_owner(&p.stats.exited);
+            p.stack_put(stack, &s.gfree);
             p.gfput(g, &s.gfree);
         }
         None => {
             s.ngoroutine.fetch_sub(1, Ordering::AcqRel);
+            s.gfree.put_stack(stack);
             s.gfree.put(g);
         }
     }
@@ -995,6 +1011,13 @@ pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<G
     let _rt = cur.map(|(m, _)| RtSection::enter(m));
     let local_p = cur.and_then(|(m, _)| mp(m));
     let parent = cur.and_then(|(m, _)| m.curg()).map(|g| g.id()).unwrap_or(0);
+    // The G takes its stack when it first runs (execute); reserve it now so
+    // that running out of stacks is reported here, to the spawner.
+    match local_p {
+        Some(p) => p.stack_reserve(&s.stacks),
+        None => s.stacks.reserve(1),
+    }
+    .map_err(SpawnError::Stack)?;
     let g = match local_p.and_then(|p| p.gfget(&s.gfree)).or_else(|| {
         let mut v = Vec::with_capacity(1);
         s.gfree.take(1, &mut v);
@@ -1002,15 +1025,13 @@ pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<G
     }) {
         Some(g) => g,
         None => {
-            let stack = s.stacks.alloc().map_err(SpawnError::Stack)?;
-            let g = GRef::alloc(stack);
+            let g = GRef::alloc();
             s.allgs.lock().unwrap().push(g);
             g
         }
     };
-    // SAFETY: g is Idle (new) or Dead (from a free list): we own its stack;
-    // goroutine_main catches every panic and never returns.
-    unsafe { g.prepare(f, goroutine_main) };
+    // SAFETY: g is Idle (new) or Dead (from a free list), unpublished: ours.
+    unsafe { g.prepare(f) };
     let goid = match local_p {
         Some(p) => p.next_goid(&s.goidgen),
         None if !s.main_goid_taken.swap(true, Ordering::AcqRel) => 1,
