@@ -60,6 +60,7 @@
 
 pub mod deadlock;
 pub mod debug;
+pub mod join;
 pub mod metrics;
 pub use metrics::SchedMetrics;
 pub mod netpoll;

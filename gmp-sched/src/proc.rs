@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use gmp_g::{Entry, GRef, Status, WaitReason, G};
+use gmp_g::{GRef, Status, WaitReason, G};
 use gmp_m::M;
 use gmp_p::{PStatus, P};
 use gmp_stack::switch::{Context, Transfer};
@@ -86,15 +86,13 @@ extern "C" fn goroutine_main(t: Transfer) -> ! {
     let g = unsafe { GRef::from_ptr(data as *mut G) };
     // SAFETY: we run on g's stack, first thing after the first resume.
     unsafe { g.set_back(back) };
-    // SAFETY: only the running thread takes the entry.
-    if let Some(f) = unsafe { g.take_entry() } {
-        // The facade's wrapper catches the user's panic and delivers it to
-        // the JoinHandle; this catch is the last line of defence so that no
-        // panic ever unwinds into the extern "C" frame.
-        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-            report_panic(g, &*p);
-            std::mem::forget(p);
-        }
+    // The facade's wrapper catches the user's panic and delivers it to the
+    // JoinHandle; this catch is the last line of defence so that no panic
+    // ever unwinds into the extern "C" frame.
+    // SAFETY: we are the thread running g.
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| unsafe { g.run_entry() })) {
+        report_panic(g, &*p);
+        std::mem::forget(p);
     }
     goexit(g)
 }
@@ -1003,14 +1001,36 @@ pub fn current_sched() -> Option<Arc<Sched>> {
 /// Go's `newproc`: creates a goroutine running `f` and queues it in the
 /// creator's `runnext` (the creator keeps running). From outside the
 /// runtime it goes to the global queue.
-pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<GRef, SpawnError> {
+///
+/// The closure is stored inside the G when it is small (see
+/// [`gmp_g::ENTRY_INLINE`]), so spawning allocates nothing.
+#[inline]
+pub fn newproc<F: FnOnce() + Send + 'static>(
+    s: &Sched,
+    f: F,
+    loc: &'static Location<'static>,
+) -> Result<GRef, SpawnError> {
     if s.is_shutdown() {
         return Err(SpawnError::Shutdown);
     }
     let cur = tls::current().filter(|(_, cs)| std::ptr::eq(*cs, s));
+    // One runtime section over both halves: the P must stay ours from the
+    // reservation to the run-queue put.
     let _rt = cur.map(|(m, _)| RtSection::enter(m));
     let local_p = cur.and_then(|(m, _)| mp(m));
-    let parent = cur.and_then(|(m, _)| m.curg()).map(|g| g.id()).unwrap_or(0);
+    let g = newproc_g(s, local_p)?;
+    // SAFETY: g is Idle (new) or Dead (from a free list), unpublished: ours.
+    unsafe { g.prepare(f) };
+    newproc_publish(s, g, cur, local_p, loc);
+    Ok(g)
+}
+
+type Current = Option<(&'static M, &'static Sched)>;
+
+/// `newproc`'s first half: a stack reservation and an unpublished G.
+/// Requires: `local_p` (if any) is held by the calling M, in a runtime
+/// section.
+fn newproc_g(s: &Sched, local_p: Option<&'static P>) -> Result<GRef, SpawnError> {
     // The G takes its stack when it first runs (execute); reserve it now so
     // that running out of stacks is reported here, to the spawner.
     match local_p {
@@ -1030,8 +1050,19 @@ pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<G
             g
         }
     };
-    // SAFETY: g is Idle (new) or Dead (from a free list), unpublished: ours.
-    unsafe { g.prepare(f) };
+    Ok(g)
+}
+
+/// `newproc`'s second half: names the prepared G and queues it.
+/// Requires: as `newproc_g`.
+fn newproc_publish(
+    s: &Sched,
+    g: GRef,
+    cur: Current,
+    local_p: Option<&'static P>,
+    loc: &'static Location<'static>,
+) {
+    let parent = cur.and_then(|(m, _)| m.curg()).map(|g| g.id()).unwrap_or(0);
     let goid = match local_p {
         Some(p) => p.next_goid(&s.goidgen),
         None if !s.main_goid_taken.swap(true, Ordering::AcqRel) => 1,
@@ -1066,7 +1097,6 @@ pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<G
         None => s.globrunqput(g),
     }
     wakep(s);
-    Ok(g)
 }
 
 /// Go's `gopark`: parks the calling goroutine. `unlockf` runs on the M's
