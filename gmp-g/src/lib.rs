@@ -30,6 +30,10 @@
 //! The status lattice and the argument that no wake-up is lost live in
 //! `gmp-sched/DESIGN.md`.
 //!
+//! A G carries its entry closure inline (up to [`ENTRY_INLINE`] bytes;
+//! larger ones are boxed), so spawning a goroutine allocates nothing here:
+//! Gs themselves are recycled through free lists.
+//!
 //! Goroutine ids are unique and never reused: a P takes them from the global
 //! counter in batches of [`GOID_BATCH`] (Go's `_GoidCacheBatch` = 16), so the
 //! shared counter is touched once per 16 spawns. The main goroutine is 1.
