@@ -23,12 +23,16 @@
 //! | `Running` | the M executing it | that M |
 //! | `Syscall` | the M executing it, which holds no P | that M |
 //! | `Waiting` | nobody: parked in some wait queue | the single waker that wins the CAS to `Runnable` |
-//! | `Dead` | the free list holding it | `newproc` reusing it |
+//! | `Dead` | the free list holding it (it holds no stack) | `newproc` reusing it |
 //! | `Preempted` | nobody: stopped by a preemption request | the scheduler |
 //! | `Copystack` | the M moving it (reserved; our stacks never move) | that M |
 //!
 //! The status lattice and the argument that no wake-up is lost live in
 //! `gmp-sched/DESIGN.md`.
+//!
+//! A G carries its entry closure inline (up to [`ENTRY_INLINE`] bytes;
+//! larger ones are boxed), so spawning a goroutine allocates nothing here:
+//! Gs themselves are recycled through free lists.
 //!
 //! Goroutine ids are unique and never reused: a P takes them from the global
 //! counter in batches of [`GOID_BATCH`] (Go's `_GoidCacheBatch` = 16), so the
@@ -36,7 +40,9 @@
 //!
 //! ## Invariants
 //! 1. Only the thread that owns the stack (per the table) reads or writes the
-//!    saved contexts and the entry closure.
+//!    saved contexts, the entry closure and the stack field. A G has a stack
+//!    only between its first run ([`G::start`]) and its exit
+//!    ([`G::take_stack`]): one waiting in a run queue to start has none.
 //! 2. A `GRef` stays valid until the runtime that made it is dropped: Gs are
 //!    recycled through free lists, never freed while the runtime lives.
 //!
@@ -52,6 +58,7 @@ pub mod sync;
 
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::panic::Location;
 use std::ptr::NonNull;
 use std::sync::atomic::{
@@ -285,8 +292,123 @@ impl WaitReason {
     }
 }
 
-/// The entry closure of a goroutine.
+/// A boxed entry closure (any `FnOnce() + Send + 'static` is accepted by
+/// [`G::prepare`]; this is the type-erased form some callers hold).
 pub type Entry = Box<dyn FnOnce() + Send + 'static>;
+
+/// Bytes of entry closure stored inside the G itself (a guess covering a
+/// closure that captures a handful of words, e.g. `gmp::go`'s wrapper around
+/// a user closure holding two `Arc`s and two integers). Larger closures
+/// are boxed. Go copies a new goroutine's arguments onto its stack the same
+/// way, with no allocation.
+pub const ENTRY_INLINE: usize = 64;
+
+/// Storage for an entry closure: inline bytes, 16-aligned.
+#[repr(C, align(16))]
+struct EntryBuf([MaybeUninit<u8>; ENTRY_INLINE]);
+
+/// How to run or drop the closure in an [`EntryBuf`].
+struct EntryVtable {
+    /// Moves the closure out of the buffer and calls it.
+    call: unsafe fn(*mut u8),
+    /// Drops the closure in place without calling it.
+    drop: unsafe fn(*mut u8),
+}
+
+/// The entry closure slot: `vtable` is `Some` while a closure is stored.
+struct EntrySlot {
+    vtable: Option<&'static EntryVtable>,
+    buf: EntryBuf,
+}
+
+/// # Safety
+/// `p` holds an initialised `F` (inline) that is not used afterwards.
+unsafe fn call_inline<F: FnOnce()>(p: *mut u8) {
+    // SAFETY: per the contract; the read moves the closure out.
+    let f = unsafe { std::ptr::read(p as *mut F) };
+    f()
+}
+/// # Safety
+/// As [`call_inline`].
+unsafe fn drop_inline<F>(p: *mut u8) {
+    // SAFETY: per the contract.
+    unsafe { std::ptr::drop_in_place(p as *mut F) }
+}
+/// # Safety
+/// `p` holds a `Box<F>` (as a raw pointer) that is not used afterwards.
+unsafe fn call_boxed<F: FnOnce()>(p: *mut u8) {
+    // SAFETY: per the contract; the pointer came from Box::into_raw.
+    let f = unsafe { Box::from_raw(std::ptr::read(p as *mut *mut F)) };
+    f()
+}
+/// # Safety
+/// As [`call_boxed`].
+unsafe fn drop_boxed<F>(p: *mut u8) {
+    // SAFETY: per the contract.
+    drop(unsafe { Box::from_raw(std::ptr::read(p as *mut *mut F)) })
+}
+
+/// Whether `F` is stored inside the G rather than boxed.
+const fn fits_inline<F>() -> bool {
+    std::mem::size_of::<F>() <= ENTRY_INLINE && std::mem::align_of::<F>() <= 16
+}
+
+struct Vtables<F>(std::marker::PhantomData<F>);
+impl<F: FnOnce()> Vtables<F> {
+    const INLINE: EntryVtable = EntryVtable {
+        call: call_inline::<F>,
+        drop: drop_inline::<F>,
+    };
+    const BOXED: EntryVtable = EntryVtable {
+        call: call_boxed::<F>,
+        drop: drop_boxed::<F>,
+    };
+}
+
+impl EntrySlot {
+    const fn empty() -> Self {
+        EntrySlot {
+            vtable: None,
+            buf: EntryBuf([MaybeUninit::uninit(); ENTRY_INLINE]),
+        }
+    }
+    fn put<F: FnOnce() + Send + 'static>(&mut self, f: F) {
+        self.clear();
+        let p = self.buf.0.as_mut_ptr() as *mut u8;
+        if fits_inline::<F>() {
+            // SAFETY: the buffer is 16-aligned and ENTRY_INLINE bytes, which
+            // holds an F (checked just above); it holds nothing live.
+            unsafe { std::ptr::write(p as *mut F, f) };
+            self.vtable = Some(&Vtables::<F>::INLINE);
+        } else {
+            // SAFETY: a pointer fits in the buffer, which holds nothing live.
+            unsafe { std::ptr::write(p as *mut *mut F, Box::into_raw(Box::new(f))) };
+            self.vtable = Some(&Vtables::<F>::BOXED);
+        }
+    }
+    /// Runs the stored closure, if any (it is gone afterwards).
+    fn run(&mut self) -> bool {
+        let Some(vt) = self.vtable.take() else {
+            return false;
+        };
+        // SAFETY: vtable was Some, so the buffer holds the closure it was
+        // made for; taking the vtable first means it is used once.
+        unsafe { (vt.call)(self.buf.0.as_mut_ptr() as *mut u8) };
+        true
+    }
+    fn clear(&mut self) {
+        if let Some(vt) = self.vtable.take() {
+            // SAFETY: as in `run`.
+            unsafe { (vt.drop)(self.buf.0.as_mut_ptr() as *mut u8) };
+        }
+    }
+}
+
+impl Drop for EntrySlot {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
 
 /// A goroutine. Shared by raw reference ([`GRef`]); see the crate docs for
 /// who may touch which field.
@@ -320,10 +442,12 @@ pub struct G {
     pub sched: AtomicUsize,
     /// `lock_os_thread` nesting depth (touched only by the G itself).
     pub lock_count: AtomicU32,
-    stack: Stack,
+    /// The stack, from the goroutine's first run until it exits (a G
+    /// waiting in a run queue to start has none).
+    stack: UnsafeCell<Option<Stack>>,
     ctx: UnsafeCell<Option<Context>>,
     back: UnsafeCell<Option<Context>>,
-    entry: UnsafeCell<Option<Entry>>,
+    entry: UnsafeCell<EntrySlot>,
 }
 
 // SAFETY: the UnsafeCell fields are only touched by the thread that owns the
@@ -348,10 +472,15 @@ impl G {
     pub fn id(&self) -> u64 {
         self.goid.load(Ordering::Relaxed)
     }
-    /// The stack this G runs on.
+    /// The stack this G runs on: `None` before its first run and after it
+    /// exits.
+    ///
+    /// # Safety
+    /// The caller owns the G's stack (crate invariant 1).
     #[inline]
-    pub fn stack(&self) -> &Stack {
-        &self.stack
+    pub unsafe fn stack(&self) -> Option<Stack> {
+        // SAFETY: per the contract, nobody writes the field concurrently.
+        unsafe { *self.stack.get() }
     }
     /// Where the goroutine was created.
     pub fn created_at(&self) -> Option<&'static Location<'static>> {
@@ -369,28 +498,65 @@ impl G {
         WaitReason::from_u8(self.wait_reason.load(Ordering::Relaxed))
     }
 
-    /// Installs the entry closure and a fresh context for a (re)start.
+    /// Installs the entry closure for a (re)start. The G gets its stack
+    /// and first context only when it first runs ([`G::start`]).
     ///
     /// # Safety
-    /// The caller owns the G's stack (status `Idle` or `Dead`, not yet
-    /// published) and `entry_fn` obeys [`Context::new`]'s contract.
-    pub unsafe fn prepare(&self, f: Entry, entry_fn: gmp_stack::switch::EntryFn) {
-        // SAFETY: exclusive ownership per the contract; the stack is ours and
-        // unused because the G is dead.
+    /// The caller owns the G (status `Idle` or `Dead`, not yet published).
+    #[inline]
+    pub unsafe fn prepare<F: FnOnce() + Send + 'static>(&self, f: F) {
+        // SAFETY: exclusive ownership per the contract.
         unsafe {
-            *self.entry.get() = Some(f);
-            *self.ctx.get() = Some(Context::new(&self.stack, entry_fn));
+            debug_assert!((*self.stack.get()).is_none(), "a dead G kept its stack");
+            (*self.entry.get()).put(f);
+            *self.ctx.get() = None;
             *self.back.get() = None;
         }
     }
 
-    /// Takes the entry closure (done once, by the G itself, at start).
+    /// Gives a G that never ran its stack, and returns the context that
+    /// starts it at `entry_fn`.
+    ///
+    /// # Safety
+    /// 1. The caller owns the G (status `Running`, about to resume it) and
+    ///    the G has no stack and no saved context (it never ran).
+    /// 2. `stack` is used by nothing else until [`G::take_stack`] returns it,
+    ///    and `entry_fn` obeys [`Context::new`]'s contract.
+    pub unsafe fn start(&self, stack: Stack, entry_fn: gmp_stack::switch::EntryFn) -> Context {
+        // SAFETY: exclusive ownership per point 1; the stack is ours and
+        // unused per point 2.
+        unsafe {
+            debug_assert!((*self.stack.get()).is_none() && (*self.ctx.get()).is_none());
+            *self.stack.get() = Some(stack);
+            Context::new(&stack, entry_fn)
+        }
+    }
+
+    /// Takes the stack back from a G that exited, and drops its saved
+    /// context (which points into that stack).
+    ///
+    /// # Safety
+    /// The caller owns the G (status `Dead`), and no thread runs on its
+    /// stack any more.
+    pub unsafe fn take_stack(&self) -> Option<Stack> {
+        // SAFETY: exclusive ownership per the contract.
+        unsafe {
+            *self.ctx.get() = None;
+            *self.back.get() = None;
+            (*self.stack.get()).take()
+        }
+    }
+
+    /// Runs the entry closure (done once, by the G itself, at start);
+    /// returns false if there was none. A panic propagates to the caller.
     ///
     /// # Safety
     /// Called only by the thread running this G.
-    pub unsafe fn take_entry(&self) -> Option<Entry> {
-        // SAFETY: only the running thread touches `entry` (invariant 1).
-        unsafe { (*self.entry.get()).take() }
+    pub unsafe fn run_entry(&self) -> bool {
+        // SAFETY: only the running thread touches `entry` (invariant 1); the
+        // closure is moved out of the slot before it runs, so the slot is
+        // not borrowed while user code runs.
+        unsafe { (*self.entry.get()).run() }
     }
 
     /// Takes the saved context of this (suspended) G, to resume it.
@@ -452,8 +618,8 @@ impl std::ops::Deref for GRef {
 }
 
 impl GRef {
-    /// Allocates a new G (status `Idle`) owning `stack`.
-    pub fn alloc(stack: Stack) -> GRef {
+    /// Allocates a new G (status `Idle`), without a stack.
+    pub fn alloc() -> GRef {
         let g = Box::new(G {
             status: StatusWord::new(Status::Idle),
             goid: AtomicU64::new(0),
@@ -469,16 +635,17 @@ impl GRef {
             system: AtomicBool::new(false),
             sched: AtomicUsize::new(0),
             lock_count: AtomicU32::new(0),
-            stack,
+            stack: UnsafeCell::new(None),
             ctx: UnsafeCell::new(None),
             back: UnsafeCell::new(None),
-            entry: UnsafeCell::new(None),
+            entry: UnsafeCell::new(EntrySlot::empty()),
         });
         // SAFETY: Box::into_raw never returns null.
         GRef(unsafe { NonNull::new_unchecked(Box::into_raw(g)) })
     }
 
-    /// Frees the G (its stack belongs to the allocator and is not touched).
+    /// Frees the G (a stack it still holds belongs to the allocator and is
+    /// not touched).
     ///
     /// # Safety
     /// No other reference to this G may be used afterwards, and no thread may
@@ -545,6 +712,55 @@ mod tests {
                 .sum();
             assert_eq!(wins, 1);
         }
+    }
+
+    #[test]
+    fn entries_run_once_inline_or_boxed_and_unrun_ones_are_dropped() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let g = GRef::alloc();
+        // Small: inline.
+        let r = runs.clone();
+        let small = move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        };
+        assert!(fits_inline_of(&small));
+        // SAFETY: the G is Idle and ours; the test is its only user.
+        unsafe {
+            g.prepare(small);
+            assert!(g.run_entry());
+            assert!(!g.run_entry(), "an entry runs once");
+        }
+        // Large: boxed.
+        let r = runs.clone();
+        let pad = [7u64; 16];
+        let big = move || {
+            r.fetch_add(pad[15] as usize, Ordering::Relaxed);
+        };
+        assert!(!fits_inline_of(&big));
+        // SAFETY: as above.
+        unsafe {
+            g.prepare(big);
+            assert!(g.run_entry());
+        }
+        assert_eq!(runs.load(Ordering::Relaxed), 8);
+        // Unrun closures are dropped: replaced by prepare, or with the G.
+        let r = runs.clone();
+        // SAFETY: as above.
+        unsafe { g.prepare(move || drop(r)) };
+        assert_eq!(Arc::strong_count(&runs), 2);
+        let r = runs.clone();
+        // SAFETY: as above.
+        unsafe { g.prepare(move || drop(r)) };
+        assert_eq!(Arc::strong_count(&runs), 2);
+        // SAFETY: nothing else refers to the G.
+        unsafe { g.free() };
+        assert_eq!(Arc::strong_count(&runs), 1);
+    }
+
+    fn fits_inline_of<F>(_: &F) -> bool {
+        fits_inline::<F>()
     }
 
     #[test]

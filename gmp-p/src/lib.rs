@@ -18,8 +18,15 @@
 //!   is not bumped), so a communicating pair runs as a unit.
 //! * [`P::gfput`]/[`P::gfget`] with [`GlobalFree`]: Go's thresholds — a local
 //!   list of up to 64 dead Gs, half moved to the global list when it fills,
-//!   refilled with 32 from it when empty. Stacks of Gs parked in the global
-//!   list beyond [`GlobalFree`]'s bound are given back to the OS.
+//!   refilled with 32 from it when empty.
+//! * Stacks live apart from Gs: a goroutine gets one only when it first runs
+//!   ([`P::stack_get`], from the P's stack cache, most recently freed first)
+//!   and gives it back when it exits ([`P::stack_put`]), so a goroutine that
+//!   waits in a run queue to start costs a G struct, not a stack page. At
+//!   spawn, [`P::stack_reserve`] promises it a stack (the allocator maps the
+//!   address space then), so running out of stacks is an error at spawn,
+//!   never at first run. Free stacks pooled globally beyond [`GlobalFree`]'s
+//!   bound are given back to the OS.
 //! * [`timers`]: the P's timer heap.
 //!
 //! ## Invariants
@@ -53,11 +60,22 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize
 
 use crossbeam_queue::SegQueue;
 use gmp_g::{GRef, G, GOID_BATCH};
+use gmp_stack::{Stack, StackAllocator, StackError};
 
 /// Dead Gs kept on a P before half move to the global list (Go's `gfput`).
 pub const LOCAL_FREE_MAX: usize = 64;
 /// Dead Gs moved to/from the global list at once (Go's 32).
 pub const FREE_BATCH: usize = 32;
+/// Free stacks kept on a P before half move to the global pool. Go's
+/// per-P stack cache holds 32 KiB per size class (16 stacks of 2 KiB) and
+/// moves half; ours are larger, so we follow the G free list's numbers.
+pub const LOCAL_STACKS_MAX: usize = 64;
+/// Free stacks moved to/from the global pool at once.
+pub const STACK_BATCH: usize = 32;
+/// Stack reservations a P takes from the allocator at once (a guess: one
+/// allocator lock per 32 spawns). A P holding more than twice this gives
+/// a batch back.
+pub const RESERVE_BATCH: usize = 32;
 
 /// A P status, with Go's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,8 +163,12 @@ pub struct P {
     pub timers: TimerHeap,
     /// Metrics.
     pub stats: PStats,
-    /// Owner only: dead Gs with their stacks.
+    /// Owner only: dead Gs (without stacks).
     gfree: UnsafeCell<Vec<GRef>>,
+    /// Owner only: free stacks, most recently used last.
+    stackcache: UnsafeCell<Vec<Stack>>,
+    /// Owner only: stack reservations held by this P (see [`P::stack_reserve`]).
+    stack_credit: UnsafeCell<usize>,
     /// Owner only: next goid to hand out and the end of the cached batch.
     goid_cache: UnsafeCell<(u64, u64)>,
 }
@@ -182,6 +204,8 @@ impl P {
             timers: TimerHeap::default(),
             stats: PStats::default(),
             gfree: UnsafeCell::new(Vec::with_capacity(LOCAL_FREE_MAX)),
+            stackcache: UnsafeCell::new(Vec::with_capacity(LOCAL_STACKS_MAX)),
+            stack_credit: UnsafeCell::new(0),
             goid_cache: UnsafeCell::new((0, 0)),
         }
     }
@@ -286,7 +310,9 @@ impl P {
         }
     }
 
-    /// Go's `gfput`: keeps a dead G for reuse. Requires: caller owns the P.
+    /// Go's `gfput`: keeps a dead G (its stack already given back with
+    /// [`P::stack_put`]) for reuse. Requires: caller owns the P.
+    #[inline]
     pub fn gfput(&self, g: GRef, global: &GlobalFree) {
         // SAFETY: owner-only field (invariant 1).
         let list = unsafe { &mut *self.gfree.get() };
@@ -302,6 +328,7 @@ impl P {
 
     /// Go's `gfget`: a dead G to reuse, refilling from the global list.
     /// Requires: caller owns the P.
+    #[inline]
     pub fn gfget(&self, global: &GlobalFree) -> Option<GRef> {
         // SAFETY: owner-only field (invariant 1).
         let list = unsafe { &mut *self.gfree.get() };
@@ -317,7 +344,8 @@ impl P {
         unsafe { (*self.gfree.get()).len() }
     }
 
-    /// Moves the whole local free list to the global one (P destroyed).
+    /// Moves the whole local free list and stack cache to the global ones
+    /// (P destroyed). The P keeps its stack reservations for its reuse.
     /// Requires: world stopped.
     pub fn gfpurge(&self, global: &GlobalFree) {
         // SAFETY: the world is stopped, nobody else owns the P.
@@ -325,6 +353,82 @@ impl P {
         for g in list.drain(..) {
             global.put(g);
         }
+        // SAFETY: as above.
+        let cache = unsafe { &mut *self.stackcache.get() };
+        for st in cache.drain(..) {
+            global.put_stack(st);
+        }
+    }
+
+    /// Reserves a stack for a goroutine being spawned, which takes one with
+    /// [`P::stack_get`] when it first runs (on this P or another). Takes
+    /// reservations from `alloc` [`RESERVE_BATCH`] at a time, so the
+    /// allocator's lock is touched once per batch; fails only when the
+    /// allocator cannot map more stacks. Requires: caller owns the P.
+    ///
+    /// The accounting: `alloc`'s outstanding reservations equal the credit
+    /// held by all Ps plus the goroutines spawned and not yet started. A
+    /// starting goroutine that finds a cached stack passes its reservation
+    /// to the P's credit; one that finds none consumes it by carving a new
+    /// stack, which therefore cannot fail.
+    #[inline]
+    pub fn stack_reserve(&self, alloc: &StackAllocator) -> Result<(), StackError> {
+        // SAFETY: owner-only field (invariant 1).
+        let credit = unsafe { &mut *self.stack_credit.get() };
+        if *credit == 0 {
+            alloc.reserve(RESERVE_BATCH)?;
+            *credit = RESERVE_BATCH;
+        }
+        *credit -= 1;
+        Ok(())
+    }
+
+    /// A stack for a goroutine's first run, which holds a reservation (see
+    /// [`P::stack_reserve`]): the most recently freed local stack (its top
+    /// is likely still in this CPU's cache), else a batch from the global
+    /// pool, else a new one carved from the reservation.
+    /// Requires: caller owns the P.
+    #[inline]
+    pub fn stack_get(&self, global: &GlobalFree, alloc: &StackAllocator) -> Stack {
+        // SAFETY: owner-only fields (invariant 1).
+        let (cache, credit) =
+            unsafe { (&mut *self.stackcache.get(), &mut *self.stack_credit.get()) };
+        if cache.is_empty() {
+            global.take_stacks(STACK_BATCH, cache);
+        }
+        match cache.pop() {
+            Some(st) => {
+                // The goroutine's reservation is now this P's.
+                *credit += 1;
+                if *credit > 2 * RESERVE_BATCH {
+                    alloc.unreserve(RESERVE_BATCH);
+                    *credit -= RESERVE_BATCH;
+                }
+                st
+            }
+            None => alloc.alloc_reserved(),
+        }
+    }
+
+    /// Keeps the stack of a goroutine that exited for the next one to
+    /// start here. Requires: caller owns the P.
+    #[inline]
+    pub fn stack_put(&self, st: Stack, global: &GlobalFree) {
+        // SAFETY: owner-only field (invariant 1).
+        let cache = unsafe { &mut *self.stackcache.get() };
+        cache.push(st);
+        if cache.len() >= LOCAL_STACKS_MAX {
+            // The oldest (coldest) half goes.
+            for st in cache.drain(..STACK_BATCH) {
+                global.put_stack(st);
+            }
+        }
+    }
+
+    /// Number of free stacks cached on this P (owner or stopped world).
+    pub fn stackcache_len(&self) -> usize {
+        // SAFETY: a length read; owner-only per the precondition.
+        unsafe { (*self.stackcache.get()).len() }
     }
 
     /// A fresh goroutine id from the P's cache, refilled from `gen` in
@@ -343,18 +447,21 @@ impl P {
     }
 }
 
-/// The global free list of dead Gs (crossbeam's lock-free `SegQueue`s).
+/// The global free list of dead Gs and the global pool of free stacks
+/// (crossbeam's lock-free `SegQueue`s).
 ///
-/// Dead Gs arrive on the `hot` list with their stacks' memory resident, so a
-/// G reused soon costs no page fault. [`GlobalFree::scavenge`] (run by
-/// sysmon, off the hot path) moves Gs beyond `keep_resident` to the `cold`
-/// list and gives their stacks' memory back to the OS with
-/// `madvise(MADV_DONTNEED)`, so a burst of a million goroutines does not pin
-/// its stacks after it ends. Releasing on the spawn/exit path instead costs a
-/// TLB shootdown per goroutine (measured: it doubled the spawn benchmark).
+/// Dead Gs hold no stack. Free stacks arrive on the `hot` list with their
+/// memory resident, so a stack reused soon costs no page fault.
+/// [`GlobalFree::scavenge`] (run by sysmon, off the hot path) moves stacks
+/// beyond `keep_resident` to the `cold` list and gives their memory back to
+/// the OS with `madvise(MADV_DONTNEED)`, so a burst of a million goroutines
+/// does not pin its stacks after it ends. Releasing on the spawn/exit path
+/// instead costs a TLB shootdown per goroutine (measured: it doubled the
+/// spawn benchmark).
 pub struct GlobalFree {
-    hot: SegQueue<GRef>,
-    cold: SegQueue<GRef>,
+    gs: SegQueue<GRef>,
+    hot: SegQueue<Stack>,
+    cold: SegQueue<Stack>,
     keep_resident: usize,
     released: AtomicU64,
 }
@@ -363,7 +470,8 @@ impl fmt::Debug for GlobalFree {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "GlobalFree(hot {}, cold {})",
+            "GlobalFree(gs {}, hot stacks {}, cold stacks {})",
+            self.gs.len(),
             self.hot.len(),
             self.cold.len()
         )
@@ -371,36 +479,50 @@ impl fmt::Debug for GlobalFree {
 }
 
 impl GlobalFree {
-    /// A list that keeps the memory of up to `keep_resident` stacks.
+    /// A list that keeps the memory of up to `keep_resident` free stacks.
     pub fn new(keep_resident: usize) -> Self {
         GlobalFree {
+            gs: SegQueue::new(),
             hot: SegQueue::new(),
             cold: SegQueue::new(),
             keep_resident,
             released: AtomicU64::new(0),
         }
     }
-    /// Adds a dead G (its stack stays resident until scavenged).
+    /// Adds a dead G.
     pub fn put(&self, g: GRef) {
-        self.hot.push(g);
+        self.gs.push(g);
     }
-    /// Moves up to `n` dead Gs into `out`, resident ones first.
+    /// Moves up to `n` dead Gs into `out`.
     pub fn take(&self, n: usize, out: &mut Vec<GRef>) {
         for _ in 0..n {
-            match self.hot.pop().or_else(|| self.cold.pop()) {
+            match self.gs.pop() {
                 Some(g) => out.push(g),
                 None => break,
             }
         }
     }
-    /// Releases the stack memory of resident dead Gs beyond the bound;
+    /// Adds a free stack (it stays resident until scavenged).
+    pub fn put_stack(&self, st: Stack) {
+        self.hot.push(st);
+    }
+    /// Moves up to `n` free stacks into `out`, resident ones first.
+    pub fn take_stacks(&self, n: usize, out: &mut Vec<Stack>) {
+        for _ in 0..n {
+            match self.hot.pop().or_else(|| self.cold.pop()) {
+                Some(st) => out.push(st),
+                None => break,
+            }
+        }
+    }
+    /// Releases the memory of resident free stacks beyond the bound;
     /// returns how many stacks it released.
     pub fn scavenge(&self) -> usize {
         let mut n = 0;
         while self.hot.len() > self.keep_resident {
-            let Some(g) = self.hot.pop() else { break };
-            g.stack().release_memory();
-            self.cold.push(g);
+            let Some(st) = self.hot.pop() else { break };
+            st.release_memory();
+            self.cold.push(st);
             n += 1;
         }
         self.released.fetch_add(n as u64, Ordering::Relaxed);
@@ -408,11 +530,15 @@ impl GlobalFree {
     }
     /// Number of dead Gs listed.
     pub fn len(&self) -> usize {
-        self.hot.len() + self.cold.len()
+        self.gs.len()
     }
-    /// Whether the list is empty.
+    /// Whether no dead G is listed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Number of free stacks pooled.
+    pub fn stacks_len(&self) -> usize {
+        self.hot.len() + self.cold.len()
     }
     /// Stacks released to the OS so far.
     pub fn released(&self) -> u64 {

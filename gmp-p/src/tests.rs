@@ -13,7 +13,7 @@ fn gs(n: usize) -> (StackAllocator, Vec<GRef>) {
     let a = StackAllocator::new(gmp_stack::MIN_STACK_SIZE).unwrap();
     let v = (0..n)
         .map(|i| {
-            let g = GRef::alloc(a.alloc().unwrap());
+            let g = GRef::alloc();
             g.goid.store(i as u64 + 1, Ordering::Relaxed);
             g
         })
@@ -196,25 +196,84 @@ fn free_list_thresholds_follow_go() {
 
 #[test]
 fn global_free_releases_stack_memory_beyond_its_bound() {
-    let (_a, g) = gs(4);
+    let a = StackAllocator::new(gmp_stack::MIN_STACK_SIZE).unwrap();
+    let st: Vec<Stack> = (0..4).map(|_| a.alloc().unwrap()).collect();
     let global = GlobalFree::new(2);
-    for gi in &g {
+    for s in &st {
         // dirty the stack's top page
         // SAFETY: the stack is unused; we own it in this test.
-        unsafe { *gi.stack().top().sub(8) = 0x5A };
-        global.put(*gi);
+        unsafe { *s.top().sub(8) = 0x5A };
+        global.put_stack(*s);
     }
     assert_eq!(global.released(), 0, "nothing is released on the hot path");
     assert_eq!(global.scavenge(), 2);
     assert_eq!(global.released(), 2);
-    assert_eq!(global.len(), 4);
+    assert_eq!(global.stacks_len(), 4);
     // SAFETY: as above; released pages read back as zero.
     unsafe {
         // FIFO: the two oldest were released, the two newest kept.
-        assert_eq!(*g[0].stack().top().sub(8), 0);
-        assert_eq!(*g[1].stack().top().sub(8), 0);
-        assert_eq!(*g[3].stack().top().sub(8), 0x5A);
+        assert_eq!(*st[0].top().sub(8), 0);
+        assert_eq!(*st[1].top().sub(8), 0);
+        assert_eq!(*st[3].top().sub(8), 0x5A);
     }
+    // Resident stacks are handed out before released ones.
+    let mut out = Vec::new();
+    global.take_stacks(3, &mut out);
+    assert_eq!(out, vec![st[2], st[3], st[0]]);
+}
+
+#[test]
+fn stack_cache_is_lifo_and_spills_its_oldest_half() {
+    let a = StackAllocator::new(gmp_stack::MIN_STACK_SIZE).unwrap();
+    let global = GlobalFree::new(usize::MAX);
+    let p = new_p();
+    let st: Vec<Stack> = (0..LOCAL_STACKS_MAX).map(|_| a.alloc().unwrap()).collect();
+    for s in &st[..LOCAL_STACKS_MAX - 1] {
+        p.stack_put(*s, &global);
+    }
+    assert_eq!(p.stackcache_len(), LOCAL_STACKS_MAX - 1);
+    p.stack_put(st[LOCAL_STACKS_MAX - 1], &global);
+    assert_eq!(p.stackcache_len(), LOCAL_STACKS_MAX - STACK_BATCH);
+    assert_eq!(global.stacks_len(), STACK_BATCH);
+    // Reserve one stack per get, as newproc does before a G's first run.
+    p.stack_reserve(&a).unwrap();
+    // Most recently freed first.
+    assert_eq!(p.stack_get(&global, &a), st[LOCAL_STACKS_MAX - 1]);
+    let mut out = Vec::new();
+    global.take_stacks(STACK_BATCH, &mut out);
+    assert_eq!(out, st[..STACK_BATCH].to_vec());
+}
+
+#[test]
+fn stack_reservations_balance() {
+    let a = StackAllocator::new(gmp_stack::MIN_STACK_SIZE).unwrap();
+    let global = GlobalFree::new(usize::MAX);
+    let p = new_p();
+    let q = P::new(1, LocalQueue::Go(GoRunQueue::new()));
+    // Spawn 3 on p: one batch reserved from the allocator.
+    for _ in 0..3 {
+        p.stack_reserve(&a).unwrap();
+    }
+    assert_eq!(a.reserved(), RESERVE_BATCH);
+    assert_eq!(a.allocated(), 0);
+    // They start on q, which has no cached stack: each carves a new one,
+    // consuming its reservation.
+    let st: Vec<Stack> = (0..3).map(|_| q.stack_get(&global, &a)).collect();
+    assert_eq!(a.allocated(), 3);
+    assert_eq!(a.reserved(), RESERVE_BATCH - 3);
+    for s in &st {
+        q.stack_put(*s, &global);
+    }
+    // Many more spawned on p start on q and reuse q's cached stack: their
+    // reservations pile up on q until q gives a batch back.
+    for _ in 0..3 * RESERVE_BATCH {
+        p.stack_reserve(&a).unwrap();
+        let s = q.stack_get(&global, &a);
+        q.stack_put(s, &global);
+    }
+    assert_eq!(a.allocated(), 3, "no new stack was carved");
+    // Outstanding reservations = credit on p + credit on q (no G waits).
+    assert!(a.reserved() <= 4 * RESERVE_BATCH, "{}", a.reserved());
 }
 
 #[test]

@@ -9,36 +9,20 @@
 //! `RUSTFLAGS="--cfg gmp_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p gmp-p --test loom_runq --release`.
 #![cfg(gmp_loom)]
 
-use std::sync::OnceLock;
-
 use gmp_g::GRef;
 use gmp_p::{GoRunQueue, LOCAL_QUEUE_CAP};
-use gmp_stack::{Stack, StackAllocator};
 use loom::sync::Arc;
 use loom::thread;
 
 /// Most Gs any model pushes.
 const MAX_GS: usize = 8;
 
-/// Stacks are carved once, outside loom (the allocator is std-only). The Gs
-/// never run, so models may reuse the same stacks for the Gs of every
-/// execution; the G headers themselves hold loom atomics and so are made
-/// afresh inside each execution.
-fn stacks() -> &'static [Stack] {
-    static STACKS: OnceLock<(StackAllocator, Vec<Stack>)> = OnceLock::new();
-    &STACKS
-        .get_or_init(|| {
-            let a = StackAllocator::new(gmp_stack::MIN_STACK_SIZE).expect("stack allocator");
-            let v = (0..MAX_GS).map(|_| a.alloc().expect("stack")).collect();
-            (a, v)
-        })
-        .1
-}
-
-/// `n` fresh Gs (status `Idle`) for one execution.
+/// `n` fresh Gs (status `Idle`, no stack: they never run) for one
+/// execution; the G headers hold loom atomics, so they are made afresh
+/// inside each execution.
 fn gs(n: usize) -> Vec<GRef> {
     assert!(n <= MAX_GS);
-    stacks()[..n].iter().map(|&s| GRef::alloc(s)).collect()
+    (0..n).map(|_| GRef::alloc()).collect()
 }
 
 /// Asserts that `out` is a permutation of `all` (compared by pointer), then

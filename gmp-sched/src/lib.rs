@@ -8,8 +8,13 @@
 //! park, yield — touch no global lock.
 //!
 //! ## The mechanism (Go's `proc.go`, function for function)
-//! * [`newproc`] takes a dead G from the P's free list (or a fresh stack
-//!   from the slab allocator) and puts it in the P's `runnext`.
+//! * [`newproc`] takes a dead G from the P's free list (or a new one),
+//!   reserves a stack for it, and puts it in the P's `runnext`. The G gets
+//!   its stack only when `execute` first runs it (the most recently freed
+//!   stack on the running P, still warm in that CPU's cache) and gives it
+//!   back at exit, so goroutines queued but not yet started cost no stack
+//!   memory (Go's 2 KiB stacks make that cheap for Go; ours are at least a
+//!   4 KiB page each once touched).
 //! * `schedule` (per M, on the M's own stack) calls `findrunnable`, which
 //!   looks in Go's order: the P's timers, the global queue every 61st tick,
 //!   `runnext` and the local queue, the global queue, a non-blocking
@@ -55,6 +60,7 @@
 
 pub mod deadlock;
 pub mod debug;
+pub mod join;
 pub mod metrics;
 pub use metrics::SchedMetrics;
 pub mod netpoll;

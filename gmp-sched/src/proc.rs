@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use gmp_g::{Entry, GRef, Status, WaitReason, G};
+use gmp_g::{GRef, Status, WaitReason, G};
 use gmp_m::M;
 use gmp_p::{PStatus, P};
 use gmp_stack::switch::{Context, Transfer};
@@ -86,15 +86,13 @@ extern "C" fn goroutine_main(t: Transfer) -> ! {
     let g = unsafe { GRef::from_ptr(data as *mut G) };
     // SAFETY: we run on g's stack, first thing after the first resume.
     unsafe { g.set_back(back) };
-    // SAFETY: only the running thread takes the entry.
-    if let Some(f) = unsafe { g.take_entry() } {
-        // The facade's wrapper catches the user's panic and delivers it to
-        // the JoinHandle; this catch is the last line of defence so that no
-        // panic ever unwinds into the extern "C" frame.
-        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-            report_panic(g, &*p);
-            std::mem::forget(p);
-        }
+    // The facade's wrapper catches the user's panic and delivers it to the
+    // JoinHandle; this catch is the last line of defence so that no panic
+    // ever unwinds into the extern "C" frame.
+    // SAFETY: we are the thread running g.
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| unsafe { g.run_entry() })) {
+        report_panic(g, &*p);
+        std::mem::forget(p);
     }
     goexit(g)
 }
@@ -288,11 +286,22 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
             p.schedtick.store(t.wrapping_add(1), Ordering::Relaxed);
             m.slice_start.store(now, Ordering::Relaxed);
         }
-        gmp_stack::set_current_goid(g.id(), g.stack().size());
+        gmp_stack::set_current_goid(g.id(), s.stacks.stack_size());
         crate::trace::go_start(s, p.id, g);
         // SAFETY: the G is Running and owned by this M (CAS above); its
-        // saved context was stored when it last switched out (or by prepare).
-        let ctx = unsafe { g.take_context() }.expect("runnable goroutine has a context");
+        // saved context was stored when it last switched out.
+        let ctx = match unsafe { g.take_context() } {
+            Some(ctx) => ctx,
+            // Never ran: it gets its stack now (newproc reserved one).
+            None => {
+                let stack = p.stack_get(&s.gfree, &s.stacks);
+                // SAFETY: (1) we own the Running G, which never ran; (2) the
+                // stack came off a free list or the allocator, so nothing
+                // else uses it; goroutine_main catches every panic and never
+                // returns.
+                unsafe { g.start(stack, goroutine_main) }
+            }
+        };
         m.in_user.store(true, Ordering::Relaxed);
         // SAFETY: (1) the context is resumed once; (2) g0 holds no TLS
         // reference across the switch.
@@ -411,13 +420,18 @@ fn gdestroy(s: &Sched, m: &M, g: GRef) {
     }
     // Goroutine counts are per-P (owner-written, no shared cache line on
     // the spawn/exit path); without a P, the global adjustment counter.
+    // SAFETY: the G is Dead and its M (us, on g0) owns it; it switched out
+    // for the last time, so nothing runs on its stack.
+    let stack = unsafe { g.take_stack() }.expect("an exiting goroutine has a stack");
     match mp(m) {
         Some(p) => {
             p.stats.bump_owner(&p.stats.exited);
+            p.stack_put(stack, &s.gfree);
             p.gfput(g, &s.gfree);
         }
         None => {
             s.ngoroutine.fetch_sub(1, Ordering::AcqRel);
+            s.gfree.put_stack(stack);
             s.gfree.put(g);
         }
     }
@@ -994,14 +1008,43 @@ pub fn current_sched() -> Option<Arc<Sched>> {
 /// Go's `newproc`: creates a goroutine running `f` and queues it in the
 /// creator's `runnext` (the creator keeps running). From outside the
 /// runtime it goes to the global queue.
-pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<GRef, SpawnError> {
+///
+/// The closure is stored inside the G when it is small (see
+/// [`gmp_g::ENTRY_INLINE`]), so spawning allocates nothing.
+#[inline]
+pub fn newproc<F: FnOnce() + Send + 'static>(
+    s: &Sched,
+    f: F,
+    loc: &'static Location<'static>,
+) -> Result<GRef, SpawnError> {
     if s.is_shutdown() {
         return Err(SpawnError::Shutdown);
     }
     let cur = tls::current().filter(|(_, cs)| std::ptr::eq(*cs, s));
+    // One runtime section over both halves: the P must stay ours from the
+    // reservation to the run-queue put.
     let _rt = cur.map(|(m, _)| RtSection::enter(m));
     let local_p = cur.and_then(|(m, _)| mp(m));
-    let parent = cur.and_then(|(m, _)| m.curg()).map(|g| g.id()).unwrap_or(0);
+    let g = newproc_g(s, local_p)?;
+    // SAFETY: g is Idle (new) or Dead (from a free list), unpublished: ours.
+    unsafe { g.prepare(f) };
+    newproc_publish(s, g, cur, local_p, loc);
+    Ok(g)
+}
+
+type Current = Option<(&'static M, &'static Sched)>;
+
+/// `newproc`'s first half: a stack reservation and an unpublished G.
+/// Requires: `local_p` (if any) is held by the calling M, in a runtime
+/// section.
+fn newproc_g(s: &Sched, local_p: Option<&'static P>) -> Result<GRef, SpawnError> {
+    // The G takes its stack when it first runs (execute); reserve it now so
+    // that running out of stacks is reported here, to the spawner.
+    match local_p {
+        Some(p) => p.stack_reserve(&s.stacks),
+        None => s.stacks.reserve(1),
+    }
+    .map_err(SpawnError::Stack)?;
     let g = match local_p.and_then(|p| p.gfget(&s.gfree)).or_else(|| {
         let mut v = Vec::with_capacity(1);
         s.gfree.take(1, &mut v);
@@ -1009,15 +1052,24 @@ pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<G
     }) {
         Some(g) => g,
         None => {
-            let stack = s.stacks.alloc().map_err(SpawnError::Stack)?;
-            let g = GRef::alloc(stack);
+            let g = GRef::alloc();
             s.allgs.lock().unwrap().push(g);
             g
         }
     };
-    // SAFETY: g is Idle (new) or Dead (from a free list): we own its stack;
-    // goroutine_main catches every panic and never returns.
-    unsafe { g.prepare(f, goroutine_main) };
+    Ok(g)
+}
+
+/// `newproc`'s second half: names the prepared G and queues it.
+/// Requires: as `newproc_g`.
+fn newproc_publish(
+    s: &Sched,
+    g: GRef,
+    cur: Current,
+    local_p: Option<&'static P>,
+    loc: &'static Location<'static>,
+) {
+    let parent = cur.and_then(|(m, _)| m.curg()).map(|g| g.id()).unwrap_or(0);
     let goid = match local_p {
         Some(p) => p.next_goid(&s.goidgen),
         None if !s.main_goid_taken.swap(true, Ordering::AcqRel) => 1,
@@ -1052,7 +1104,6 @@ pub fn newproc(s: &Sched, f: Entry, loc: &'static Location<'static>) -> Result<G
         None => s.globrunqput(g),
     }
     wakep(s);
-    Ok(g)
 }
 
 /// Go's `gopark`: parks the calling goroutine. `unlockf` runs on the M's

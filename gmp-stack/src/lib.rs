@@ -48,13 +48,18 @@
 //!   [`switch::Context::new`] documents it as a `# Safety` requirement).
 //!
 //! ## Invariants
-//! 1. A slot is handed out by [`StackAllocator::alloc`] at most once until the
-//!    allocator is dropped; stacks are recycled by the G free lists above this
-//!    crate, not returned here.
-//! 2. A slab is unmapped only when its allocator is dropped, and the runtime
+//! 1. A slot is handed out (by [`StackAllocator::alloc`] or
+//!    [`StackAllocator::alloc_reserved`]) at most once until the allocator is
+//!    dropped; stacks are recycled by the stack caches above this crate, not
+//!    returned here.
+//! 2. Every reservation ([`StackAllocator::reserve`]) is backed by a mapped,
+//!    guarded, uncarved slot, so `alloc_reserved` never fails: the scheduler
+//!    reserves at spawn (where an error can be reported) and carves at a
+//!    goroutine's first run (where it could not be).
+//! 3. A slab is unmapped only when its allocator is dropped, and the runtime
 //!    drops its allocator only after every M thread that could run on one of
 //!    its stacks has been joined.
-//! 3. The slab table read by the signal handler is append-only while a slab is
+//! 4. The slab table read by the signal handler is append-only while a slab is
 //!    live; removal clears an entry's base with a `Release` store before the
 //!    memory is unmapped.
 //!

@@ -174,15 +174,36 @@ struct Slab {
     table_index: usize,
 }
 
+/// The slabs and the carving cursor. Every slot of every slab has its guard
+/// installed when the slab is mapped, so carving a slot is arithmetic.
 struct Carver {
     slabs: Vec<Slab>,
-    /// Next unused slot of the newest slab, and how many it has.
+    /// Index in `slabs` of the slab being carved, and its next unused slot.
+    /// Slabs after `current` are mapped but wholly uncarved.
+    current: usize,
     next_slot: usize,
-    slots_in_current: usize,
+    /// Stacks promised by [`StackAllocator::reserve`] and not yet carved by
+    /// [`StackAllocator::alloc_reserved`] or given back by
+    /// [`StackAllocator::unreserve`]. Invariant: `reserved <= uncarved`.
+    reserved: usize,
+}
+
+impl Carver {
+    fn uncarved(&self, per_slab: usize) -> usize {
+        (self.slabs.len() - self.current) * per_slab - self.next_slot
+    }
 }
 
 /// Hands out stacks of one size, carved from slabs. Dropping it unmaps
 /// every slab (see the crate invariants for when that is allowed).
+///
+/// Besides [`alloc`](Self::alloc), it *reserves*: [`reserve`](Self::reserve)
+/// maps (but does not touch) enough slabs that the promised number of
+/// stacks can later be carved by [`alloc_reserved`](Self::alloc_reserved),
+/// which cannot fail. The scheduler reserves a stack when a goroutine is
+/// spawned and takes one only when it first runs, so a goroutine that waits
+/// in a run queue costs no stack memory, yet running out of address space
+/// is still reported at spawn.
 pub struct StackAllocator {
     stack_size: usize,
     slot_size: usize,
@@ -228,8 +249,9 @@ impl StackAllocator {
             slots_per_slab: (SLAB_BYTES / slot_size).max(1),
             carver: Mutex::new(Carver {
                 slabs: Vec::new(),
+                current: 0,
                 next_slot: 0,
-                slots_in_current: 0,
+                reserved: 0,
             }),
             allocated: AtomicUsize::new(0),
         })
@@ -245,33 +267,82 @@ impl StackAllocator {
         self.allocated.load(Ordering::Relaxed)
     }
 
-    /// Address space reserved for stacks (slabs mapped), in bytes.
-    pub fn reserved_bytes(&self) -> usize {
-        let c = self.carver.lock().unwrap_or_else(|e| e.into_inner());
-        c.slabs.iter().map(|s| s.len).sum()
+    /// Number of stacks reserved and not yet carved or given back.
+    pub fn reserved(&self) -> usize {
+        self.lock().reserved
     }
 
-    /// Carves a fresh stack (mapping a new slab when the current one is full).
-    pub fn alloc(&self) -> Result<Stack, StackError> {
-        let mut c = self.carver.lock().unwrap_or_else(|e| e.into_inner());
-        if c.next_slot == c.slots_in_current {
+    /// Address space reserved for stacks (slabs mapped), in bytes.
+    pub fn reserved_bytes(&self) -> usize {
+        self.lock().slabs.iter().map(|s| s.len).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Carver> {
+        self.carver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Maps slabs until `want` slots are uncarved.
+    fn ensure_uncarved(&self, c: &mut Carver, want: usize) -> Result<(), StackError> {
+        while c.uncarved(self.slots_per_slab) < want {
             let slab = self.map_slab()?;
             c.slabs.push(slab);
-            c.next_slot = 0;
-            c.slots_in_current = self.slots_per_slab;
         }
-        let slab_base = c.slabs.last().map(|s| s.base).unwrap_or(0);
-        let slot = slab_base + c.next_slot * self.slot_size;
-        install_guard(slot, self.slot_size - self.stack_size)?;
+        Ok(())
+    }
+
+    /// Carves the next slot. Requires: at least one uncarved slot.
+    fn carve(&self, c: &mut Carver) -> Stack {
+        debug_assert!(c.uncarved(self.slots_per_slab) > 0);
+        let slot = c.slabs[c.current].base + c.next_slot * self.slot_size;
         c.next_slot += 1;
-        drop(c);
+        if c.next_slot == self.slots_per_slab {
+            c.current += 1;
+            c.next_slot = 0;
+        }
         self.allocated.fetch_add(1, Ordering::Relaxed);
         let bottom = slot + (self.slot_size - self.stack_size);
-        Ok(Stack {
+        Stack {
             // SAFETY: slot is inside a successful mmap, hence non-null.
             bottom: unsafe { NonNull::new_unchecked(bottom as *mut u8) },
             size: self.stack_size,
-        })
+        }
+    }
+
+    /// Carves a fresh stack (mapping a new slab when none is left over the
+    /// reservations).
+    pub fn alloc(&self) -> Result<Stack, StackError> {
+        let mut c = self.lock();
+        let want = c.reserved + 1;
+        self.ensure_uncarved(&mut c, want)?;
+        Ok(self.carve(&mut c))
+    }
+
+    /// Promises `n` more stacks to later [`alloc_reserved`](Self::alloc_reserved)
+    /// calls, mapping slabs (address space only: nothing is touched) as
+    /// needed. Fails, promising nothing, when the kernel refuses a mapping.
+    pub fn reserve(&self, n: usize) -> Result<(), StackError> {
+        let mut c = self.lock();
+        let want = c.reserved + n;
+        self.ensure_uncarved(&mut c, want)?;
+        c.reserved = want;
+        Ok(())
+    }
+
+    /// Gives back `n` promises made by [`reserve`](Self::reserve).
+    pub fn unreserve(&self, n: usize) {
+        let mut c = self.lock();
+        assert!(c.reserved >= n, "unreserving stacks never reserved");
+        c.reserved -= n;
+    }
+
+    /// Carves a stack promised by an earlier [`reserve`](Self::reserve),
+    /// consuming the promise. Cannot fail: the slot is already mapped and
+    /// guarded. Panics if no promise is outstanding (a caller bug).
+    pub fn alloc_reserved(&self) -> Stack {
+        let mut c = self.lock();
+        assert!(c.reserved > 0, "alloc_reserved without a reservation");
+        c.reserved -= 1;
+        self.carve(&mut c)
     }
 
     fn map_slab(&self) -> Result<Slab, StackError> {
@@ -292,6 +363,21 @@ impl StackAllocator {
             return Err(StackError::Mmap(errno()));
         }
         let base = base as usize;
+        let unmap = || {
+            // SAFETY: we just mapped exactly this range and nobody uses it.
+            unsafe { libc::munmap(base as *mut _, len) };
+        };
+        // Every slot's guard now, so that carving (and `alloc_reserved`)
+        // cannot fail later. A madvise guard costs no mapping; an mprotect
+        // one splits the mapping, which may hit vm.max_map_count here.
+        for i in 0..self.slots_per_slab {
+            if let Err(e) =
+                install_guard(base + i * self.slot_size, self.slot_size - self.stack_size)
+            {
+                unmap();
+                return Err(e);
+            }
+        }
         match register_slab(base, len, self.slot_size, self.stack_size) {
             Some(table_index) => Ok(Slab {
                 base,
@@ -299,8 +385,7 @@ impl StackAllocator {
                 table_index,
             }),
             None => {
-                // SAFETY: we just mapped exactly this range and nobody uses it.
-                unsafe { libc::munmap(base as *mut _, len) };
+                unmap();
                 Err(StackError::SlabTableFull)
             }
         }
@@ -313,7 +398,7 @@ impl Drop for StackAllocator {
         for s in c.slabs.drain(..) {
             // The handler must not see this slab once it is unmapped.
             unregister(s.table_index);
-            // SAFETY: per the crate invariant 2, no thread runs on these
+            // SAFETY: per the crate invariant 3, no thread runs on these
             // stacks any more; the range is exactly one mapping of ours.
             unsafe { libc::munmap(s.base as *mut _, s.len) };
         }
@@ -325,6 +410,8 @@ fn errno() -> i32 {
 }
 
 /// Installs the guard region `[slot, slot + len)`.
+/// Requires: the range lies in a slab being mapped, with no stack handed
+/// out over it yet.
 fn install_guard(slot: usize, len: usize) -> Result<(), StackError> {
     let mode = MODE.load(Ordering::Relaxed);
     if mode != MODE_MPROTECT {
@@ -452,6 +539,36 @@ mod tests {
         // SAFETY: released memory reads back as zero pages.
         unsafe { assert_eq!(*s1.top().sub(1), 0) };
         assert_eq!(a.allocated(), 2);
+    }
+
+    #[test]
+    fn reservations_are_kept_and_consumed() {
+        let a = StackAllocator::new(16 * 1024).unwrap();
+        let per_slab = a.slots_per_slab;
+        a.reserve(per_slab + 1).unwrap();
+        assert_eq!(a.reserved(), per_slab + 1);
+        // Two slabs mapped, nothing carved yet.
+        assert_eq!(a.reserved_bytes(), 2 * per_slab * a.slot_size);
+        assert_eq!(a.allocated(), 0);
+        // A plain alloc must not eat into the promises: it maps a third slab
+        // only once the promised slots are all that is left.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..per_slab - 1 {
+            assert!(seen.insert(a.alloc().unwrap().bottom() as usize));
+        }
+        assert_eq!(a.reserved_bytes(), 2 * per_slab * a.slot_size);
+        assert!(seen.insert(a.alloc().unwrap().bottom() as usize));
+        assert_eq!(a.reserved_bytes(), 3 * per_slab * a.slot_size);
+        for _ in 0..per_slab + 1 {
+            let s = a.alloc_reserved();
+            assert!(seen.insert(s.bottom() as usize));
+            assert!(guard_hit(s.bottom() as usize - 1).is_some());
+        }
+        assert_eq!(a.reserved(), 0);
+        a.reserve(3).unwrap();
+        a.unreserve(2);
+        assert_eq!(a.reserved(), 1);
+        assert_eq!(a.allocated(), 2 * per_slab + 1);
     }
 
     #[test]
