@@ -39,22 +39,31 @@
 //! # Design (Go's `selectgo`, without holding locks across the park)
 //! 1. **Poll order**: a uniformly random permutation of the cases (inside-out
 //!    Fisher–Yates), so no ready case starves another.
-//! 2. **Lock order**: the cases sorted by channel address; each distinct
+//! 2. **Pass 0**, lock-free prefilter: in poll order, a case whose channel
+//!    *looks* ready (the atomics every unlock publishes: a buffered value or
+//!    room, a parked counterpart, or a close) is tried under that channel's
+//!    lock alone, exactly as a plain `try_recv`/`try_send`. The first that
+//!    succeeds wins: a ready select takes one lock instead of all of them
+//!    (Go locks all; crossbeam-channel also tries cases one by one). The
+//!    hint may be stale either way: a false "ready" costs one lock and
+//!    moves on; a false "not ready" is caught by pass 1. The choice is
+//!    still the first ready case of a uniformly random order.
+//! 3. **Lock order**: the cases sorted by channel address; each distinct
 //!    channel is locked once, in that order (a channel that appears in
 //!    several cases is locked by the first of them and lent to the others as
 //!    `&mut dyn Any` — which is why element types are `'static`). Plain
 //!    operations take one lock and selects take theirs in one global order,
 //!    so there is no deadlock.
-//! 3. **Pass 1**, all locks held, in poll order: the first case that can
+//! 4. **Pass 1**, all locks held, in poll order: the first case that can
 //!    complete does so (taking from a parked sender or the buffer, handing
 //!    to a parked receiver, or seeing the channel closed). Our select has no
 //!    entry in any queue yet, so nobody can claim it concurrently: claiming
 //!    another select's entry here is always safe.
-//! 4. Nothing ready: with `default` we unlock and return. Otherwise a
+//! 5. Nothing ready: with `default` we unlock and return. Otherwise a
 //!    `SelState` is created (the select's claim word, Go's
 //!    `g.selectDone`) and one entry per case is queued, still under all
 //!    locks — so no counterpart can slip in between "not ready" and "queued".
-//! 5. Unlock everything, then park. A waker that pops one of our entries
+//! 6. Unlock everything, then park. A waker that pops one of our entries
 //!    must win the CAS on the claim word; losers drop the entry (a send
 //!    entry's value is kept aside for our cleanup). The claim word also
 //!    carries a `PARKED` bit that we set from the scheduler stack, after our
@@ -63,7 +72,7 @@
 //!    then fails and the park is abandoned. So we are woken exactly once,
 //!    and we never hold a channel lock while switching stacks. A timeout is
 //!    one more claimer (a runtime timer, or a timed park on a plain thread).
-//! 6. **Cleanup**: for each case, lock its channel alone and either collect
+//! 7. **Cleanup**: for each case, lock its channel alone and either collect
 //!    the winner's completion or remove our entry (Go issue 2075: an entry
 //!    left behind would swallow a later send). Once our claim word is set no
 //!    waker will take any other entry, so the cleanup need not hold the
@@ -125,6 +134,9 @@ pub trait SelectCase {
     /// The locked state (`&mut State<T>`), lent to other cases on the
     /// same channel.
     fn locked_state(&mut self) -> &mut dyn Any;
+    /// Pass 0: if the channel looks ready (lock-free hint), locks it alone
+    /// and completes the operation if it can, then unlocks.
+    fn poll_alone(&mut self) -> Option<Option<Waiter>>;
     /// Pass 1: completes the operation if it can. `owner` is the locked
     /// state when another case holds this channel's lock.
     fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>>;
@@ -233,6 +245,15 @@ impl<T: 'static> SelectCase for RecvCase<'_, T> {
             .as_deref_mut()
             .expect("gmp: select case not locked")
     }
+    fn poll_alone(&mut self) -> Option<Option<Waiter>> {
+        let c = self.rx.chan.as_ref()?;
+        if !c.may_recv() {
+            return None;
+        }
+        let (r, w) = c.lock().try_recv()?;
+        self.result = Some(r);
+        Some(w)
+    }
     fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>> {
         let st = state_of(&mut self.guard, owner);
         let (r, w) = st.try_recv()?;
@@ -280,6 +301,15 @@ impl<T: 'static> SelectCase for SendCase<'_, T> {
         self.guard
             .as_deref_mut()
             .expect("gmp: select case not locked")
+    }
+    fn poll_alone(&mut self) -> Option<Option<Waiter>> {
+        if !self.tx.chan.may_send() {
+            return None;
+        }
+        self.guard = Some(self.tx.chan.lock());
+        let w = self.poll(None);
+        self.guard = None;
+        w
     }
     fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>> {
         let cap = self.tx.chan.cap;
@@ -452,7 +482,19 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
         }
     }
 
-    // 2. Lock order: by channel address (an insertion sort: selects are
+    // 2. Pass 0 (lock-free prefilter): in poll order, the first case whose
+    // channel looks ready is tried under that channel's lock alone. The
+    // usual ready select then takes one lock instead of all of them; the
+    // choice is still the first ready case in a uniformly random order.
+    for &i in order {
+        if let Some(w) = cases[i].poll_alone() {
+            wake(w);
+            cases[i].set_selected();
+            return Some(i);
+        }
+    }
+
+    // 3. Lock order: by channel address (an insertion sort: selects are
     // small); duplicates share the first one's lock.
     let lockorder = &mut lockorder[..m];
     for (k, &i) in order.iter().enumerate() {
@@ -475,7 +517,7 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
     }
     let lockorder = &*lockorder;
 
-    // 3. Pass 1: the first ready case in poll order wins.
+    // 4. Pass 1: the first ready case in poll order wins.
     for &i in order {
         if let Some(w) = with_owner(cases, owner, i, |c, o| c.poll(o)) {
             unlock_all(cases, lockorder, owner);
@@ -489,7 +531,7 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
         return None;
     }
 
-    // 4. Queue one entry per case, all locks still held.
+    // 5. Queue one entry per case, all locks still held.
     let sel = Arc::new(SelState::new(Waiter::current()));
     let handle = SelHandle(sel.clone());
     for &i in lockorder {
@@ -498,10 +540,10 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
     drop(handle);
     unlock_all(cases, lockorder, owner);
 
-    // 5. Park until one claimer wins.
+    // 6. Park until one claimer wins.
     let won = park_on(&sel, deadline, WaitReason::Select);
 
-    // 6. Cleanup, one channel at a time.
+    // 7. Cleanup, one channel at a time.
     for &i in lockorder {
         cases[i].finish(i == won);
     }
@@ -514,7 +556,7 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
 
 /// Parks the caller (goroutine or thread) registered under `sel` until a
 /// claimer wins, or until `deadline`. Returns the claimed case
-/// ([`TIMEOUT_CASE`] on timeout). See the module docs, step 5.
+/// ([`TIMEOUT_CASE`] on timeout). See the module docs, step 6.
 pub(crate) fn park_on(sel: &Arc<SelState>, deadline: Option<Instant>, reason: WaitReason) -> usize {
     if sel.is_goroutine() {
         let timer = deadline.map(|dl| {

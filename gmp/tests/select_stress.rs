@@ -296,3 +296,108 @@ fn select_between_threads_and_goroutines() {
     assert_eq!(t.join().unwrap(), 499_500);
     assert_eq!(n.load(Ordering::Relaxed), 1000);
 }
+
+/// A close racing a select send, through every path of the select (the
+/// lock-free pass 0 when the receiver is parked or the buffer has room,
+/// the all-locks pass 1, and a parked send released by the close): every
+/// value the select reports sent is received exactly once, in order, and
+/// the value of the send that fails on the close comes back unsent.
+#[test]
+fn close_racing_select_send() {
+    rt(2).block_on(|| {
+        let (_keep, quiet) = gmp::chan::<usize>(0);
+        for i in 0..600usize {
+            let cap = i % 3;
+            let (tx, rx) = gmp::chan::<usize>(cap);
+            let take = i % 7;
+            let closer = {
+                let rx = rx.clone();
+                gmp::go(move || {
+                    let mut got = Vec::new();
+                    for _ in 0..take {
+                        match rx.recv() {
+                            Ok(v) => got.push(v),
+                            Err(_) => break,
+                        }
+                    }
+                    if take % 2 == 0 {
+                        gmp::yield_now();
+                    }
+                    rx.close();
+                    got
+                })
+            };
+            let mut sent = Vec::new();
+            let mut v = 0usize;
+            let unsent = loop {
+                let r = gmp::select! {
+                    send(tx, v) -> r => r,
+                    recv(quiet) -> _m => unreachable!("quiet channel fired"),
+                };
+                match r {
+                    Ok(()) => {
+                        sent.push(v);
+                        v += 1;
+                    }
+                    Err(e) => break e.into_inner(),
+                }
+            };
+            assert_eq!(unsent, v, "the failed send gave back another value");
+            let mut got = closer.join().unwrap();
+            // Values buffered before the close are still delivered.
+            got.extend(rx.try_iter());
+            assert_eq!(got, sent, "cap {cap}, take {take}");
+            assert_eq!(rx.waiting(), (0, 0));
+        }
+    });
+}
+
+/// Select receivers whose pass-0 hint ("a value is buffered", "a sender is
+/// parked") is stale because another receiver took the value first: they
+/// fall back to the locked passes or park, and every value still arrives
+/// exactly once. Cases name the same channel twice and include a channel
+/// that never fires.
+#[test]
+fn select_receivers_race_on_one_channel() {
+    for &(procs, cap) in &[(2usize, 0usize), (2, 3), (4, 1)] {
+        rt(procs).block_on(move || {
+            const N: usize = 20_000;
+            const RECEIVERS: usize = 3;
+            let (tx, rx) = gmp::chan::<usize>(cap);
+            let seen = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+            let wg = Arc::new(WaitGroup::new());
+            wg.add(RECEIVERS as isize);
+            for _ in 0..RECEIVERS {
+                let (rx, seen, wg) = (rx.clone(), seen.clone(), wg.clone());
+                gmp::go(move || {
+                    let nothing = never::<usize>();
+                    loop {
+                        let v = gmp::select! {
+                            recv(rx) -> v => v,
+                            recv(nothing) -> _v => unreachable!("never() fired"),
+                            recv(rx) -> v => v,
+                        };
+                        match v {
+                            Ok(v) => {
+                                seen[v].fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    wg.done();
+                });
+            }
+            drop(rx);
+            for v in 0..N {
+                tx.send(v).unwrap();
+            }
+            drop(tx);
+            wg.wait();
+            let counts: Vec<usize> = seen.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            assert!(
+                counts.iter().all(|&c| c == 1),
+                "procs {procs} cap {cap}: a value was lost or duplicated"
+            );
+        });
+    }
+}

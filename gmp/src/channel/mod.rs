@@ -397,6 +397,22 @@ impl<T> Chan<T> {
         }
     }
 
+    /// A lock-free hint that a receive would not block right now: a
+    /// buffered value, a parked sender, or a close. Only a hint (the state
+    /// may change before the lock is taken); `select!`'s pass 0 uses it to
+    /// lock one channel instead of all of them.
+    #[inline]
+    pub(crate) fn may_recv(&self) -> bool {
+        !self.looks_empty() || self.closed.load(Ordering::Acquire)
+    }
+
+    /// A lock-free hint that a send would not block right now: room in the
+    /// buffer, a parked receiver, or a close.
+    #[inline]
+    pub(crate) fn may_send(&self) -> bool {
+        !self.looks_full() || self.closed.load(Ordering::Acquire)
+    }
+
     fn close(&self) -> bool {
         let (closed, wake) = self.lock().close();
         for w in wake {
