@@ -532,7 +532,7 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
     }
 
     // 5. Queue one entry per case, all locks still held.
-    let sel = Arc::new(SelState::new(Waiter::current()));
+    let sel = SelState::acquire(Waiter::current());
     let handle = SelHandle(sel.clone());
     for &i in lockorder {
         with_owner(cases, owner, i, |c, o| c.register(o, &handle, i));
@@ -547,6 +547,7 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
     for &i in lockorder {
         cases[i].finish(i == won);
     }
+    SelState::recycle(sel);
     if won == TIMEOUT_CASE {
         return None;
     }

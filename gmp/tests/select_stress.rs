@@ -401,3 +401,67 @@ fn select_receivers_race_on_one_channel() {
         });
     }
 }
+
+/// Blocking selects reuse a per-thread claim word. Alternate selects that
+/// time out (their timer may still hold the word), selects woken by a
+/// value, and selects woken by a close, on goroutines and a plain thread:
+/// each must report its own outcome, never a stale claim of an earlier one.
+#[test]
+fn blocking_selects_reuse_claim_words() {
+    fn round(i: usize, tx: &Sender<usize>, rx: &Receiver<usize>) {
+        match i % 3 {
+            0 => {
+                let r = gmp::select! {
+                    recv(rx) -> v => Some(v),
+                    default(Duration::from_micros(200)) => None,
+                };
+                assert_eq!(r, None, "round {i}: nothing was sent");
+            }
+            1 => {
+                let v = gmp::select! {
+                    recv(rx) -> v => v.unwrap(),
+                    send(tx, usize::MAX) -> _r => unreachable!("nobody receives on tx"),
+                };
+                assert_eq!(v, i, "round {i}");
+            }
+            _ => {
+                let r = gmp::select! {
+                    recv(rx) -> v => v,
+                    default(Duration::from_secs(30)) => unreachable!("round {i}: timed out"),
+                };
+                assert!(r.is_err(), "round {i}: expected the close");
+            }
+        }
+    }
+    let body = |rounds: usize| {
+        for i in 0..rounds {
+            let (tx, rx) = gmp::chan::<usize>(0);
+            let (dead_tx, dead_rx) = gmp::chan::<usize>(0);
+            let feeder = std::thread::spawn({
+                let tx = tx.clone();
+                let rx = rx.clone();
+                move || {
+                    // Wait until the select is parked, then act.
+                    while rx.waiting().1 == 0 && i % 3 != 0 {
+                        std::thread::yield_now();
+                    }
+                    match i % 3 {
+                        1 => tx.send(i).unwrap(),
+                        2 => drop(rx.close()),
+                        _ => {}
+                    }
+                }
+            });
+            round(i, &dead_tx, &rx);
+            feeder.join().unwrap();
+            drop((tx, dead_rx));
+        }
+    };
+    rt(2).block_on(move || {
+        let hs: Vec<_> = (0..3).map(|_| gmp::go(move || body(60))).collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    body(30);
+}
