@@ -393,10 +393,27 @@ fn fastrand() -> u64 {
     r
 }
 
-/// A uniform random number in `0..n` (Lemire's multiply-shift).
-#[inline]
-fn randn(n: usize) -> usize {
-    ((fastrand() >> 32).wrapping_mul(n as u64) >> 32) as usize
+/// The poll-order generator of one select: seeded once from the per-thread
+/// [`fastrand`] (one TLS access per select, not one per case), then a local
+/// xorshift64*.
+struct PollRng(u64);
+
+impl PollRng {
+    #[inline]
+    fn new() -> Self {
+        PollRng(fastrand() | 1)
+    }
+    /// A uniform random number in `0..n` (Lemire's multiply-shift).
+    #[inline]
+    fn below(&mut self, n: usize) -> usize {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ((r >> 32).wrapping_mul(n as u64) >> 32) as usize
+    }
 }
 
 /// Runs `f` on case `i`, lending it the locked state of the case that
@@ -457,12 +474,13 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
 
     // 1. Poll order: inside-out Fisher–Yates over the cases that can fire.
     let mut m = 0;
+    let mut rng = PollRng::new();
     for (i, c) in cases.iter().enumerate() {
         addr[i] = c.chan_addr();
         if addr[i] == 0 {
             continue;
         }
-        let j = randn(m + 1);
+        let j = if m == 0 { 0 } else { rng.below(m + 1) };
         order[m] = order[j];
         order[j] = i;
         m += 1;

@@ -465,3 +465,36 @@ fn blocking_selects_reuse_claim_words() {
     });
     body(30);
 }
+
+/// The poll order is uniform over all cases, not only between two (Go's
+/// TestSelectFairness covers two): with four always-ready cases, each is
+/// chosen about a quarter of the time.
+#[test]
+fn poll_order_is_uniform_over_four_cases() {
+    rt(1).block_on(|| {
+        const TRIALS: usize = 40_000;
+        let chans: Vec<(Sender<usize>, Receiver<usize>)> =
+            (0..4).map(|_| gmp::chan::<usize>(1)).collect();
+        let mut hits = [0usize; 4];
+        for (i, (tx, _)) in chans.iter().enumerate() {
+            tx.send(i).unwrap();
+        }
+        for _ in 0..TRIALS {
+            let i = gmp::select! {
+                recv(chans[0].1) -> v => v.unwrap(),
+                recv(chans[1].1) -> v => v.unwrap(),
+                recv(chans[2].1) -> v => v.unwrap(),
+                recv(chans[3].1) -> v => v.unwrap(),
+            };
+            hits[i] += 1;
+            chans[i].0.send(i).unwrap();
+        }
+        // Expected 10,000 each, standard deviation ~87: 1,000 is > 10 sigma.
+        for (i, &h) in hits.iter().enumerate() {
+            assert!(
+                (9_000..=11_000).contains(&h),
+                "case {i} chosen {h} times in {TRIALS}: {hits:?}"
+            );
+        }
+    });
+}
