@@ -113,9 +113,9 @@ pub enum SelectMode {
 
 /// A select's claim word, as handed to [`SelectCase::register`].
 #[doc(hidden)]
-pub struct SelHandle(Arc<SelState>);
+pub struct SelHandle<'a>(&'a Arc<SelState>);
 
-impl fmt::Debug for SelHandle {
+impl fmt::Debug for SelHandle<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SelHandle")
     }
@@ -141,7 +141,7 @@ pub trait SelectCase {
     /// state when another case holds this channel's lock.
     fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>>;
     /// Pass 2: queues this case as `case` of the select `sel`.
-    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle, case: usize);
+    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle<'_>, case: usize);
     /// Pass 3: takes the completion (`won`) or removes the entry.
     fn finish(&mut self, won: bool);
     /// Marks the chosen case.
@@ -260,7 +260,7 @@ impl<T: 'static> SelectCase for RecvCase<'_, T> {
         self.result = Some(r);
         Some(w)
     }
-    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle, case: usize) {
+    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle<'_>, case: usize) {
         let st = state_of(&mut self.guard, owner);
         self.id = Some(st.register_recv(Who::Select(sel.0.clone(), case)));
     }
@@ -330,7 +330,7 @@ impl<T: 'static> SelectCase for SendCase<'_, T> {
             }
         }
     }
-    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle, case: usize) {
+    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle<'_>, case: usize) {
         let st = state_of(&mut self.guard, owner);
         let v = self.value.take().expect("gmp: send case without a value");
         self.id = Some(st.register_send(Who::Select(sel.0.clone(), case), v));
@@ -551,11 +551,10 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
 
     // 5. Queue one entry per case, all locks still held.
     let sel = SelState::acquire(Waiter::current());
-    let handle = SelHandle(sel.clone());
+    let handle = SelHandle(&sel);
     for &i in lockorder {
         with_owner(cases, owner, i, |c, o| c.register(o, &handle, i));
     }
-    drop(handle);
     unlock_all(cases, lockorder, owner);
 
     // 6. Park until one claimer wins.

@@ -60,9 +60,11 @@ impl SelState {
         Arc::new(SelState::new(waiter))
     }
     /// Keeps `sel` for the next [`SelState::acquire`] on this thread if
-    /// every queue entry (and timer) that shared it is gone.
-    pub(crate) fn recycle(mut sel: Arc<SelState>) {
-        if Arc::get_mut(&mut sel).is_some() {
+    /// every queue entry (and timer) that shared it looks gone. Only a
+    /// hint (a load, not `get_mut`'s read-modify-write): `acquire` checks
+    /// uniqueness for real before reusing it.
+    pub(crate) fn recycle(sel: Arc<SelState>) {
+        if Arc::strong_count(&sel) == 1 {
             sel_cache_put(sel);
         }
     }
