@@ -845,7 +845,7 @@ fn steal_work(s: &Sched, m: &M, p: &'static P, now: u64) -> Option<GRef> {
             buf.clear();
             victim.runq.steal_half(buf);
             if buf.is_empty() && last {
-                if let Some(g) = steal_runnext(victim) {
+                if let Some(g) = steal_runnext(s, victim) {
                     buf.push(g);
                 }
             }
@@ -875,14 +875,26 @@ fn steal_work(s: &Sched, m: &M, p: &'static P, now: u64) -> Option<GRef> {
 /// an M that a 3 µs busy-wait had let give up and sleep. Measured on the
 /// channel workloads (2 Ps): futex calls per 1M select messages 59k -> 4k,
 /// pingpong ~900 -> ~560 ns per round trip.
-fn steal_runnext(victim: &P) -> Option<GRef> {
-    if !victim.has_runnext() {
-        return None;
-    }
-    if victim.status() == PStatus::Running {
+///
+/// After the back-off only the G seen before it is taken (Go CASes the
+/// `next` it read): if the victim ran it and readied another meanwhile, it
+/// is busy, not stuck, and we look again (Go's `continue` in `runqgrab`),
+/// staying a spinner, instead of pulling a chain of hand-offs (a ring, a
+/// select fan-in) onto our P every few tens of µs.
+fn steal_runnext(s: &Sched, victim: &P) -> Option<GRef> {
+    loop {
+        let seen = victim.runnext_ptr();
+        if seen.is_null() || s.gcwaiting.load(Ordering::Relaxed) || s.is_shutdown() {
+            return None;
+        }
+        if victim.status() != PStatus::Running {
+            return victim.steal_runnext_if(seen);
+        }
         std::thread::sleep(std::time::Duration::from_micros(3));
+        if let Some(g) = victim.steal_runnext_if(seen) {
+            return Some(g);
+        }
     }
-    victim.steal_runnext()
 }
 
 fn coprime_stride(n: usize, r: usize) -> usize {
