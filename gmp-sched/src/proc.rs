@@ -878,9 +878,10 @@ fn steal_work(s: &Sched, m: &M, p: &'static P, now: u64) -> Option<GRef> {
 ///
 /// After the back-off only the G seen before it is taken (Go CASes the
 /// `next` it read): if the victim ran it and readied another meanwhile, it
-/// is busy, not stuck, and we look again (Go's `continue` in `runqgrab`),
-/// staying a spinner, instead of pulling a chain of hand-offs (a ring, a
-/// select fan-in) onto our P every few tens of µs.
+/// is busy, not stuck, and we look again (Go's `continue` in `runqgrab`,
+/// which also re-reads the ring: if that filled, we return so the caller
+/// steals half of it), staying a spinner, instead of pulling a chain of
+/// hand-offs (a ring, a select fan-in) onto our P every few tens of µs.
 fn steal_runnext(s: &Sched, victim: &P) -> Option<GRef> {
     loop {
         let seen = victim.runnext_ptr();
@@ -893,6 +894,10 @@ fn steal_runnext(s: &Sched, victim: &P) -> Option<GRef> {
         std::thread::sleep(std::time::Duration::from_micros(3));
         if let Some(g) = victim.steal_runnext_if(seen) {
             return Some(g);
+        }
+        if !victim.runq.is_empty() {
+            // Its ring filled meanwhile: let the caller steal half of it.
+            return None;
         }
     }
 }
