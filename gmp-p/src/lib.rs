@@ -282,6 +282,35 @@ impl P {
             .map(|p| unsafe { GRef::from_ptr(p) })
     }
 
+    /// The G in `runnext` right now, as an opaque pointer (null if none),
+    /// for a thief that backs off before [`steal_runnext_if`]
+    /// (any thread).
+    ///
+    /// [`steal_runnext_if`]: Self::steal_runnext_if
+    #[inline]
+    pub fn runnext_ptr(&self) -> *mut G {
+        self.runnext.load(Ordering::Acquire)
+    }
+
+    /// Takes `runnext` only if it still holds `seen` (Go's `runqgrab`
+    /// CASes the `next` it saw before its back-off): a G that the owner
+    /// ran and replaced meanwhile was not stuck (any thread).
+    pub fn steal_runnext_if(&self, seen: *mut G) -> Option<GRef> {
+        if seen.is_null() {
+            return None;
+        }
+        self.runnext
+            .compare_exchange(
+                seen,
+                std::ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()
+            // SAFETY: as in runq_get.
+            .map(|p| unsafe { GRef::from_ptr(p) })
+    }
+
     /// Whether `runnext` is occupied (any thread).
     #[inline]
     pub fn has_runnext(&self) -> bool {

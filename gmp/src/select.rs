@@ -39,22 +39,31 @@
 //! # Design (Go's `selectgo`, without holding locks across the park)
 //! 1. **Poll order**: a uniformly random permutation of the cases (inside-out
 //!    Fisher–Yates), so no ready case starves another.
-//! 2. **Lock order**: the cases sorted by channel address; each distinct
+//! 2. **Pass 0**, lock-free prefilter: in poll order, a case whose channel
+//!    *looks* ready (the atomics every unlock publishes: a buffered value or
+//!    room, a parked counterpart, or a close) is tried under that channel's
+//!    lock alone, exactly as a plain `try_recv`/`try_send`. The first that
+//!    succeeds wins: a ready select takes one lock instead of all of them
+//!    (Go locks all; crossbeam-channel also tries cases one by one). The
+//!    hint may be stale either way: a false "ready" costs one lock and
+//!    moves on; a false "not ready" is caught by pass 1. The choice is
+//!    still the first ready case of a uniformly random order.
+//! 3. **Lock order**: the cases sorted by channel address; each distinct
 //!    channel is locked once, in that order (a channel that appears in
 //!    several cases is locked by the first of them and lent to the others as
 //!    `&mut dyn Any` — which is why element types are `'static`). Plain
 //!    operations take one lock and selects take theirs in one global order,
 //!    so there is no deadlock.
-//! 3. **Pass 1**, all locks held, in poll order: the first case that can
+//! 4. **Pass 1**, all locks held, in poll order: the first case that can
 //!    complete does so (taking from a parked sender or the buffer, handing
 //!    to a parked receiver, or seeing the channel closed). Our select has no
 //!    entry in any queue yet, so nobody can claim it concurrently: claiming
 //!    another select's entry here is always safe.
-//! 4. Nothing ready: with `default` we unlock and return. Otherwise a
+//! 5. Nothing ready: with `default` we unlock and return. Otherwise a
 //!    `SelState` is created (the select's claim word, Go's
 //!    `g.selectDone`) and one entry per case is queued, still under all
 //!    locks — so no counterpart can slip in between "not ready" and "queued".
-//! 5. Unlock everything, then park. A waker that pops one of our entries
+//! 6. Unlock everything, then park. A waker that pops one of our entries
 //!    must win the CAS on the claim word; losers drop the entry (a send
 //!    entry's value is kept aside for our cleanup). The claim word also
 //!    carries a `PARKED` bit that we set from the scheduler stack, after our
@@ -63,7 +72,7 @@
 //!    then fails and the park is abandoned. So we are woken exactly once,
 //!    and we never hold a channel lock while switching stacks. A timeout is
 //!    one more claimer (a runtime timer, or a timed park on a plain thread).
-//! 6. **Cleanup**: for each case, lock its channel alone and either collect
+//! 7. **Cleanup**: for each case, lock its channel alone and either collect
 //!    the winner's completion or remove our entry (Go issue 2075: an entry
 //!    left behind would swallow a later send). Once our claim word is set no
 //!    waker will take any other entry, so the cleanup need not hold the
@@ -104,9 +113,9 @@ pub enum SelectMode {
 
 /// A select's claim word, as handed to [`SelectCase::register`].
 #[doc(hidden)]
-pub struct SelHandle(Arc<SelState>);
+pub struct SelHandle<'a>(&'a Arc<SelState>);
 
-impl fmt::Debug for SelHandle {
+impl fmt::Debug for SelHandle<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SelHandle")
     }
@@ -125,11 +134,14 @@ pub trait SelectCase {
     /// The locked state (`&mut State<T>`), lent to other cases on the
     /// same channel.
     fn locked_state(&mut self) -> &mut dyn Any;
+    /// Pass 0: if the channel looks ready (lock-free hint), locks it alone
+    /// and completes the operation if it can, then unlocks.
+    fn poll_alone(&mut self) -> Option<Option<Waiter>>;
     /// Pass 1: completes the operation if it can. `owner` is the locked
     /// state when another case holds this channel's lock.
     fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>>;
     /// Pass 2: queues this case as `case` of the select `sel`.
-    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle, case: usize);
+    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle<'_>, case: usize);
     /// Pass 3: takes the completion (`won`) or removes the entry.
     fn finish(&mut self, won: bool);
     /// Marks the chosen case.
@@ -233,13 +245,22 @@ impl<T: 'static> SelectCase for RecvCase<'_, T> {
             .as_deref_mut()
             .expect("gmp: select case not locked")
     }
+    fn poll_alone(&mut self) -> Option<Option<Waiter>> {
+        let c = self.rx.chan.as_ref()?;
+        if !c.may_recv() {
+            return None;
+        }
+        let (r, w) = c.lock().try_recv()?;
+        self.result = Some(r);
+        Some(w)
+    }
     fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>> {
         let st = state_of(&mut self.guard, owner);
         let (r, w) = st.try_recv()?;
         self.result = Some(r);
         Some(w)
     }
-    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle, case: usize) {
+    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle<'_>, case: usize) {
         let st = state_of(&mut self.guard, owner);
         self.id = Some(st.register_recv(Who::Select(sel.0.clone(), case)));
     }
@@ -281,6 +302,15 @@ impl<T: 'static> SelectCase for SendCase<'_, T> {
             .as_deref_mut()
             .expect("gmp: select case not locked")
     }
+    fn poll_alone(&mut self) -> Option<Option<Waiter>> {
+        if !self.tx.chan.may_send() {
+            return None;
+        }
+        self.guard = Some(self.tx.chan.lock());
+        let w = self.poll(None);
+        self.guard = None;
+        w
+    }
     fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>> {
         let cap = self.tx.chan.cap;
         let st = state_of(&mut self.guard, owner);
@@ -300,7 +330,7 @@ impl<T: 'static> SelectCase for SendCase<'_, T> {
             }
         }
     }
-    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle, case: usize) {
+    fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle<'_>, case: usize) {
         let st = state_of(&mut self.guard, owner);
         let v = self.value.take().expect("gmp: send case without a value");
         self.id = Some(st.register_send(Who::Select(sel.0.clone(), case), v));
@@ -363,10 +393,27 @@ fn fastrand() -> u64 {
     r
 }
 
-/// A uniform random number in `0..n` (Lemire's multiply-shift).
-#[inline]
-fn randn(n: usize) -> usize {
-    ((fastrand() >> 32).wrapping_mul(n as u64) >> 32) as usize
+/// The poll-order generator of one select: seeded once from the per-thread
+/// [`fastrand`] (one TLS access per select, not one per case), then a local
+/// xorshift64*.
+struct PollRng(u64);
+
+impl PollRng {
+    #[inline]
+    fn new() -> Self {
+        PollRng(fastrand() | 1)
+    }
+    /// A uniform random number in `0..n` (Lemire's multiply-shift).
+    #[inline]
+    fn below(&mut self, n: usize) -> usize {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ((r >> 32).wrapping_mul(n as u64) >> 32) as usize
+    }
 }
 
 /// Runs `f` on case `i`, lending it the locked state of the case that
@@ -427,12 +474,13 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
 
     // 1. Poll order: inside-out Fisher–Yates over the cases that can fire.
     let mut m = 0;
+    let mut rng = PollRng::new();
     for (i, c) in cases.iter().enumerate() {
         addr[i] = c.chan_addr();
         if addr[i] == 0 {
             continue;
         }
-        let j = randn(m + 1);
+        let j = if m == 0 { 0 } else { rng.below(m + 1) };
         order[m] = order[j];
         order[j] = i;
         m += 1;
@@ -452,7 +500,19 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
         }
     }
 
-    // 2. Lock order: by channel address (an insertion sort: selects are
+    // 2. Pass 0 (lock-free prefilter): in poll order, the first case whose
+    // channel looks ready is tried under that channel's lock alone. The
+    // usual ready select then takes one lock instead of all of them; the
+    // choice is still the first ready case in a uniformly random order.
+    for &i in order {
+        if let Some(w) = cases[i].poll_alone() {
+            wake(w);
+            cases[i].set_selected();
+            return Some(i);
+        }
+    }
+
+    // 3. Lock order: by channel address (an insertion sort: selects are
     // small); duplicates share the first one's lock.
     let lockorder = &mut lockorder[..m];
     for (k, &i) in order.iter().enumerate() {
@@ -475,7 +535,7 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
     }
     let lockorder = &*lockorder;
 
-    // 3. Pass 1: the first ready case in poll order wins.
+    // 4. Pass 1: the first ready case in poll order wins.
     for &i in order {
         if let Some(w) = with_owner(cases, owner, i, |c, o| c.poll(o)) {
             unlock_all(cases, lockorder, owner);
@@ -489,22 +549,22 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
         return None;
     }
 
-    // 4. Queue one entry per case, all locks still held.
-    let sel = Arc::new(SelState::new(Waiter::current()));
-    let handle = SelHandle(sel.clone());
+    // 5. Queue one entry per case, all locks still held.
+    let sel = SelState::acquire(Waiter::current());
+    let handle = SelHandle(&sel);
     for &i in lockorder {
         with_owner(cases, owner, i, |c, o| c.register(o, &handle, i));
     }
-    drop(handle);
     unlock_all(cases, lockorder, owner);
 
-    // 5. Park until one claimer wins.
+    // 6. Park until one claimer wins.
     let won = park_on(&sel, deadline, WaitReason::Select);
 
-    // 6. Cleanup, one channel at a time.
+    // 7. Cleanup, one channel at a time.
     for &i in lockorder {
         cases[i].finish(i == won);
     }
+    SelState::recycle(sel);
     if won == TIMEOUT_CASE {
         return None;
     }
@@ -514,7 +574,7 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
 
 /// Parks the caller (goroutine or thread) registered under `sel` until a
 /// claimer wins, or until `deadline`. Returns the claimed case
-/// ([`TIMEOUT_CASE`] on timeout). See the module docs, step 5.
+/// ([`TIMEOUT_CASE`] on timeout). See the module docs, step 6.
 pub(crate) fn park_on(sel: &Arc<SelState>, deadline: Option<Instant>, reason: WaitReason) -> usize {
     if sel.is_goroutine() {
         let timer = deadline.map(|dl| {

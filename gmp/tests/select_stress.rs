@@ -296,3 +296,205 @@ fn select_between_threads_and_goroutines() {
     assert_eq!(t.join().unwrap(), 499_500);
     assert_eq!(n.load(Ordering::Relaxed), 1000);
 }
+
+/// A close racing a select send, through every path of the select (the
+/// lock-free pass 0 when the receiver is parked or the buffer has room,
+/// the all-locks pass 1, and a parked send released by the close): every
+/// value the select reports sent is received exactly once, in order, and
+/// the value of the send that fails on the close comes back unsent.
+#[test]
+fn close_racing_select_send() {
+    rt(2).block_on(|| {
+        let (_keep, quiet) = gmp::chan::<usize>(0);
+        for i in 0..600usize {
+            let cap = i % 3;
+            let (tx, rx) = gmp::chan::<usize>(cap);
+            let take = i % 7;
+            let closer = {
+                let rx = rx.clone();
+                gmp::go(move || {
+                    let mut got = Vec::new();
+                    for _ in 0..take {
+                        match rx.recv() {
+                            Ok(v) => got.push(v),
+                            Err(_) => break,
+                        }
+                    }
+                    if take % 2 == 0 {
+                        gmp::yield_now();
+                    }
+                    rx.close();
+                    got
+                })
+            };
+            let mut sent = Vec::new();
+            let mut v = 0usize;
+            let unsent = loop {
+                let r = gmp::select! {
+                    send(tx, v) -> r => r,
+                    recv(quiet) -> _m => unreachable!("quiet channel fired"),
+                };
+                match r {
+                    Ok(()) => {
+                        sent.push(v);
+                        v += 1;
+                    }
+                    Err(e) => break e.into_inner(),
+                }
+            };
+            assert_eq!(unsent, v, "the failed send gave back another value");
+            let mut got = closer.join().unwrap();
+            // Values buffered before the close are still delivered.
+            got.extend(rx.try_iter());
+            assert_eq!(got, sent, "cap {cap}, take {take}");
+            assert_eq!(rx.waiting(), (0, 0));
+        }
+    });
+}
+
+/// Select receivers whose pass-0 hint ("a value is buffered", "a sender is
+/// parked") is stale because another receiver took the value first: they
+/// fall back to the locked passes or park, and every value still arrives
+/// exactly once. Cases name the same channel twice and include a channel
+/// that never fires.
+#[test]
+fn select_receivers_race_on_one_channel() {
+    for &(procs, cap) in &[(2usize, 0usize), (2, 3), (4, 1)] {
+        rt(procs).block_on(move || {
+            const N: usize = 20_000;
+            const RECEIVERS: usize = 3;
+            let (tx, rx) = gmp::chan::<usize>(cap);
+            let seen = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+            let wg = Arc::new(WaitGroup::new());
+            wg.add(RECEIVERS as isize);
+            for _ in 0..RECEIVERS {
+                let (rx, seen, wg) = (rx.clone(), seen.clone(), wg.clone());
+                gmp::go(move || {
+                    let nothing = never::<usize>();
+                    loop {
+                        let v = gmp::select! {
+                            recv(rx) -> v => v,
+                            recv(nothing) -> _v => unreachable!("never() fired"),
+                            recv(rx) -> v => v,
+                        };
+                        match v {
+                            Ok(v) => {
+                                seen[v].fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    wg.done();
+                });
+            }
+            drop(rx);
+            for v in 0..N {
+                tx.send(v).unwrap();
+            }
+            drop(tx);
+            wg.wait();
+            let counts: Vec<usize> = seen.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            assert!(
+                counts.iter().all(|&c| c == 1),
+                "procs {procs} cap {cap}: a value was lost or duplicated"
+            );
+        });
+    }
+}
+
+/// Blocking selects reuse a per-thread claim word. Alternate selects that
+/// time out (their timer may still hold the word), selects woken by a
+/// value, and selects woken by a close, on goroutines and a plain thread:
+/// each must report its own outcome, never a stale claim of an earlier one.
+#[test]
+fn blocking_selects_reuse_claim_words() {
+    fn round(i: usize, tx: &Sender<usize>, rx: &Receiver<usize>) {
+        match i % 3 {
+            0 => {
+                let r = gmp::select! {
+                    recv(rx) -> v => Some(v),
+                    default(Duration::from_micros(200)) => None,
+                };
+                assert_eq!(r, None, "round {i}: nothing was sent");
+            }
+            1 => {
+                let v = gmp::select! {
+                    recv(rx) -> v => v.unwrap(),
+                    send(tx, usize::MAX) -> _r => unreachable!("nobody receives on tx"),
+                };
+                assert_eq!(v, i, "round {i}");
+            }
+            _ => {
+                let r = gmp::select! {
+                    recv(rx) -> v => v,
+                    default(Duration::from_secs(30)) => unreachable!("round {i}: timed out"),
+                };
+                assert!(r.is_err(), "round {i}: expected the close");
+            }
+        }
+    }
+    let body = |rounds: usize| {
+        for i in 0..rounds {
+            let (tx, rx) = gmp::chan::<usize>(0);
+            let (dead_tx, dead_rx) = gmp::chan::<usize>(0);
+            let feeder = std::thread::spawn({
+                let tx = tx.clone();
+                let rx = rx.clone();
+                move || {
+                    // Wait until the select is parked, then act.
+                    while rx.waiting().1 == 0 && i % 3 != 0 {
+                        std::thread::yield_now();
+                    }
+                    match i % 3 {
+                        1 => tx.send(i).unwrap(),
+                        2 => drop(rx.close()),
+                        _ => {}
+                    }
+                }
+            });
+            round(i, &dead_tx, &rx);
+            feeder.join().unwrap();
+            drop((tx, dead_rx));
+        }
+    };
+    rt(2).block_on(move || {
+        let hs: Vec<_> = (0..3).map(|_| gmp::go(move || body(60))).collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    body(30);
+}
+
+/// The poll order is uniform over all cases, not only between two (Go's
+/// TestSelectFairness covers two): with four always-ready cases, each is
+/// chosen about a quarter of the time.
+#[test]
+fn poll_order_is_uniform_over_four_cases() {
+    rt(1).block_on(|| {
+        const TRIALS: usize = 40_000;
+        let chans: Vec<(Sender<usize>, Receiver<usize>)> =
+            (0..4).map(|_| gmp::chan::<usize>(1)).collect();
+        let mut hits = [0usize; 4];
+        for (i, (tx, _)) in chans.iter().enumerate() {
+            tx.send(i).unwrap();
+        }
+        for _ in 0..TRIALS {
+            let i = gmp::select! {
+                recv(chans[0].1) -> v => v.unwrap(),
+                recv(chans[1].1) -> v => v.unwrap(),
+                recv(chans[2].1) -> v => v.unwrap(),
+                recv(chans[3].1) -> v => v.unwrap(),
+            };
+            hits[i] += 1;
+            chans[i].0.send(i).unwrap();
+        }
+        // Expected 10,000 each, standard deviation ~87: 1,000 is > 10 sigma.
+        for (i, &h) in hits.iter().enumerate() {
+            assert!(
+                (9_000..=11_000).contains(&h),
+                "case {i} chosen {h} times in {TRIALS}: {hits:?}"
+            );
+        }
+    });
+}

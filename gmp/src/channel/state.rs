@@ -8,8 +8,9 @@
 //! User values are only ever *moved* under the lock, so a `Drop` impl that
 //! touches the same channel cannot deadlock.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use gmp_sched::park::Waiter;
@@ -43,6 +44,28 @@ impl SelState {
         SelState {
             state: AtomicUsize::new(0),
             waiter,
+        }
+    }
+    /// A claim word for `waiter`, reusing this thread's cached one when
+    /// nobody else holds it (no allocation per blocking select, as Go's
+    /// per-P sudog cache). Give it back with [`SelState::recycle`].
+    pub(crate) fn acquire(waiter: Waiter) -> Arc<SelState> {
+        if let Some(mut a) = sel_cache_take() {
+            if let Some(s) = Arc::get_mut(&mut a) {
+                *s.state.get_mut() = 0;
+                s.waiter = waiter;
+                return a;
+            }
+        }
+        Arc::new(SelState::new(waiter))
+    }
+    /// Keeps `sel` for the next [`SelState::acquire`] on this thread if
+    /// every queue entry (and timer) that shared it looks gone. Only a
+    /// hint (a load, not `get_mut`'s read-modify-write): `acquire` checks
+    /// uniqueness for real before reusing it.
+    pub(crate) fn recycle(sel: Arc<SelState>) {
+        if Arc::strong_count(&sel) == 1 {
+            sel_cache_put(sel);
         }
     }
     /// Claims the select for `case`. `None`: somebody else won (the entry
@@ -91,6 +114,29 @@ impl SelState {
             w.wake();
         }
     }
+}
+
+thread_local! {
+    static SEL_CACHE: Cell<Option<Arc<SelState>>> = const { Cell::new(None) };
+}
+
+/// Takes this thread's cached claim word. `inline(never)` and fenced like
+/// the runtime's TLS accessors: a goroutine may resume on another thread,
+/// so the thread-local's address must not be cached across a park.
+#[inline(never)]
+fn sel_cache_take() -> Option<Arc<SelState>> {
+    compiler_fence(Ordering::SeqCst);
+    let a = SEL_CACHE.with(Cell::take);
+    compiler_fence(Ordering::SeqCst);
+    a
+}
+
+/// Caches a claim word on this thread (dropping any it replaces).
+#[inline(never)]
+fn sel_cache_put(sel: Arc<SelState>) {
+    compiler_fence(Ordering::SeqCst);
+    drop(SEL_CACHE.with(|c| c.replace(Some(sel))));
+    compiler_fence(Ordering::SeqCst);
 }
 
 /// Who waits in a queue entry.
