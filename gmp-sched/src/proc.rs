@@ -1168,6 +1168,13 @@ pub fn goready(g: GRef) {
         panic!("gmp: goready of goroutine {}: {e}", g.id());
     }
     let gs = g.sched.load(Ordering::Acquire) as *const Sched;
+    // SAFETY: a G records the Sched that created it, which outlives it (a
+    // Sched with parked Gs at shutdown is never freed: Sched::shutdown).
+    if unsafe { &*gs }.is_shutdown() {
+        // Its runtime is gone: the G stays Runnable and never runs again,
+        // like a goroutine abandoned when Go's main returns.
+        return;
+    }
     let cur = tls::current().filter(|(_, s)| std::ptr::eq(*s, gs));
     let Some((m, s)) = cur else {
         // A plain thread, or an M of another runtime: the G's own scheduler

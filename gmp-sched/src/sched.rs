@@ -510,9 +510,21 @@ impl Sched {
             }
         }
         crate::trace::flush(self);
-        if leaked {
-            // Some M still runs a goroutine: keep all memory alive forever
-            // rather than unmapping a stack under it.
+        // A goroutine still parked may be listed in a wait queue that
+        // outlives the runtime (a channel held by a plain thread, a mutex):
+        // a later wake-up from outside would touch its G and this Sched.
+        // Keep both alive rather than free them under such a waker; `goready`
+        // leaves the Gs of a shut-down scheduler alone.
+        let parked = self
+            .allgs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|g| g.status.get() == gmp_g::Status::Waiting);
+        if leaked || parked {
+            // Some M still runs a goroutine, or a parked G may be woken:
+            // keep all memory alive forever rather than freeing it under
+            // them.
             std::mem::forget(self.arc());
         }
     }

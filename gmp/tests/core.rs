@@ -415,3 +415,44 @@ fn main_goroutine_is_goroutine_one() {
     assert_eq!(ids.len(), 40, "goroutine ids are unique");
     assert!(!ids.contains(&1));
 }
+
+/// A goroutine parked on a channel when its runtime is dropped may still be
+/// in that channel's wait queue; a plain thread that sends afterwards must
+/// not touch freed memory. Without the fix the freed G is reused by the
+/// next runtime's goroutines and the send's wake-up fails its status check
+/// (or worse).
+#[test]
+fn waking_a_goroutine_of_a_dropped_runtime_is_harmless() {
+    let (tx, rx) = gmp::channel::chan::<u64>(0);
+    let (started_tx, started_rx) = gmp::channel::chan::<()>(1);
+    {
+        let r = rt(2);
+        r.block_on(move || {
+            gmp::go(move || {
+                started_tx.send(()).unwrap();
+                // Parks forever: nobody sends while the runtime lives.
+                let _ = rx.recv();
+            });
+            started_rx.recv().unwrap();
+            // Let the receiver reach its park.
+            for _ in 0..100 {
+                gmp::yield_now();
+            }
+        });
+    }
+    // A new runtime churns through goroutines (reusing any freed memory).
+    let r2 = rt(2);
+    let sum: u64 = r2.block_on(|| {
+        let hs: Vec<_> = (0..2000u64).map(|i| gmp::go(move || i)).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(sum, 2000 * 1999 / 2);
+    // The old receiver is still listed in the channel's wait queue, so a
+    // send finds it and hands the value over; its runtime is gone, so the
+    // wake-up is dropped. Nothing crashes and r2 keeps working.
+    let sent = std::thread::spawn(move || tx.try_send(7).is_ok())
+        .join()
+        .expect("sending to an abandoned goroutine must not panic");
+    assert!(sent, "the parked receiver takes the value");
+    assert_eq!(r2.block_on(|| gmp::go(|| 5u32).join().unwrap()), 5);
+}
