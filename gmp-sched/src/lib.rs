@@ -69,6 +69,7 @@ pub mod preempt;
 pub mod proc;
 pub mod sched;
 pub mod stw;
+pub mod sync;
 pub mod syscall;
 pub mod sysmon;
 pub mod time;

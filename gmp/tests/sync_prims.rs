@@ -45,6 +45,53 @@ fn mutex_counts_under_contention_across_ps_and_threads() {
     }
 }
 
+/// Spin, park and wake race each other on every iteration: 64 goroutines
+/// (plus a thread) on 1, 2 and 4 Ps, some critical sections long enough to
+/// make contenders park. A lost wake-up hangs the test; a broken exclusion
+/// trips the `inside` check or loses increments.
+#[test]
+fn mutex_stress_excludes_and_loses_no_wakeup() {
+    for procs in [1, 2, 4] {
+        let m = Arc::new(Mutex::new(0u64));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let (m2, inside2) = (m.clone(), inside.clone());
+        let t = std::thread::spawn(move || {
+            for _ in 0..3000 {
+                let mut g = m2.lock();
+                assert_eq!(inside2.fetch_add(1, Ordering::SeqCst), 0);
+                *g += 1;
+                inside2.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+        let (m3, inside3) = (m.clone(), inside.clone());
+        rt(procs).block_on(move || {
+            let wg = WaitGroup::new();
+            for k in 0..64u64 {
+                let (m, inside) = (m3.clone(), inside3.clone());
+                wg.go(move || {
+                    for i in 0..1000u64 {
+                        let mut g = m.lock();
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                        *g += 1;
+                        if (i + k) % 97 == 0 {
+                            gmp::yield_now();
+                        } else if (i + k) % 89 == 0 {
+                            for _ in 0..2000 {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+            wg.wait();
+        });
+        t.join().unwrap();
+        assert_eq!(*m.lock(), 64 * 1000 + 3000, "procs {procs}");
+        assert!(!m.is_locked());
+    }
+}
+
 #[test]
 fn mutex_api() {
     let mut m = Mutex::new(vec![1]);

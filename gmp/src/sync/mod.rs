@@ -10,9 +10,10 @@
 //!
 //! Blocking in any of them parks the calling goroutine (its M goes on
 //! running other goroutines) or, from a plain OS thread, blocks the thread.
-//! None of them spins an M: waiting is always a park, and the internal
-//! `std::sync::Mutex` that guards each one's bookkeeping is held for a few
-//! instructions only and never across a park. Guards are RAII and `Send`:
+//! Waiting is always a park (a [`Mutex`] contender first spins a few
+//! hundred cycles while the holder runs on another P, as Go's does), and
+//! the internal `std::sync::Mutex` that guards each one's wait queue is
+//! held for a few instructions only and never across a park. Guards are RAII and `Send`:
 //! a goroutine that took a lock may release it on another thread after a
 //! park point, which `std::sync::MutexGuard` cannot survive.
 //!
@@ -25,10 +26,11 @@
 //! same lock and wake it after releasing it. Whoever removes a waiter from
 //! its queue wakes it — exactly once.
 //!
-//! The facade has no `unsafe`: [`Mutex`] keeps its value in a `Box` that
-//! the owner holds in its guard, and [`RwLock`] in an `Arc` that readers
-//! share and a writer holds alone. The costs are an uncontended internal
-//! lock per acquire and release, and `Arc::get_mut` on each write access.
+//! [`Mutex`] is Go's state machine from `gmp_sched::sync` (one atomic per
+//! uncontended lock or unlock, a short spin before parking), where its
+//! `unsafe` lives; the facade has none. [`RwLock`] keeps its value in an
+//! `Arc` that readers share and a writer holds alone: an uncontended
+//! internal lock per acquire and release, and `Arc::get_mut` on each write.
 //! Neither can be built in a `const` context (a `Once` can).
 
 mod condvar;
