@@ -37,6 +37,10 @@
 //! * Preemption: a flag checked at runtime entries ([`check_preempt`]) plus
 //!   the forced handoff of a P from an M stuck in user code (`preempt.rs`,
 //!   argued in `gmp-sysmon/DESIGN.md`).
+//! * [`sync`] is Go's `sync.Mutex`/`sync.RWMutex` over the runtime
+//!   semaphore (`sema.go`): one atomic when uncontended, Go's `canSpin`
+//!   spinning, then a park through [`park`]; the facade's `gmp::sync`
+//!   wraps it so that the facade needs no `unsafe`.
 //!
 //! ## Invariants
 //! 1. A P is owned by at most one M: ownership changes only by a CAS on the

@@ -56,7 +56,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex as StdMutex, OnceLock};
 use std::time::Instant;
 
@@ -546,6 +546,296 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
     }
 }
 
+/// Readers allowed at once (Go's `rwmutexMaxReaders`).
+const MAX_READERS: i32 = 1 << 30;
+
+/// Go's `sync.RWMutex` without data: writers serialise on a [`RawMutex`];
+/// `reader_count` counts active readers and goes negative (by
+/// `MAX_READERS`) while a writer is pending, which sends new readers to
+/// `reader_sem`; the pending writer waits on `writer_sem` until the readers
+/// that were active when it arrived (`reader_wait`) have left.
+pub struct RawRwLock {
+    w: RawMutex,
+    writer_sem: Sema,
+    reader_sem: Sema,
+    reader_count: AtomicI32,
+    reader_wait: AtomicI32,
+}
+
+impl RawRwLock {
+    /// An unlocked lock.
+    pub const fn new() -> RawRwLock {
+        RawRwLock {
+            w: RawMutex::new(),
+            writer_sem: Sema::new(0),
+            reader_sem: Sema::new(0),
+            reader_count: AtomicI32::new(0),
+            reader_wait: AtomicI32::new(0),
+        }
+    }
+
+    /// Go's `RLock`: one atomic unless a writer is pending or active.
+    #[inline]
+    pub fn read(&self) {
+        if self.reader_count.fetch_add(1, Ordering::Acquire) + 1 < 0 {
+            // A writer is pending: wait for its unlock to let us in.
+            self.reader_sem.acquire(false, WaitReason::SyncRWMutexRLock);
+        }
+    }
+
+    /// Go's `TryRLock`.
+    #[inline]
+    pub fn try_read(&self) -> bool {
+        let mut c = self.reader_count.load(Ordering::Relaxed);
+        loop {
+            if c < 0 {
+                return false;
+            }
+            match self.reader_count.compare_exchange_weak(
+                c,
+                c + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(v) => c = v,
+            }
+        }
+    }
+
+    /// Go's `RUnlock`.
+    #[inline]
+    pub fn read_unlock(&self) {
+        let r = self.reader_count.fetch_sub(1, Ordering::Release) - 1;
+        if r < 0 {
+            self.read_unlock_slow(r);
+        }
+    }
+
+    #[cold]
+    fn read_unlock_slow(&self, r: i32) {
+        assert!(
+            r + 1 != 0 && r + 1 != -MAX_READERS,
+            "gmp: read-unlock of an rwlock not locked for reading"
+        );
+        // A writer is pending; the last of the readers it waits for lets
+        // it in.
+        if self.reader_wait.fetch_sub(1, Ordering::AcqRel) - 1 == 0 {
+            self.writer_sem.release(false);
+        }
+    }
+
+    /// Go's `Lock`.
+    pub fn write(&self) {
+        self.w.lock(WaitReason::SyncRWMutexLock);
+        // Announce the writer to readers; r readers are still inside.
+        let r = self.reader_count.fetch_sub(MAX_READERS, Ordering::AcqRel);
+        if r != 0 && self.reader_wait.fetch_add(r, Ordering::AcqRel) + r != 0 {
+            self.writer_sem.acquire(false, WaitReason::SyncRWMutexLock);
+        }
+    }
+
+    /// Go's `TryLock`.
+    pub fn try_write(&self) -> bool {
+        if !self.w.try_lock() {
+            return false;
+        }
+        if self
+            .reader_count
+            .compare_exchange(0, -MAX_READERS, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.w.unlock(false);
+            return false;
+        }
+        true
+    }
+
+    /// Go's `Unlock`: lets in every reader that queued behind the writer,
+    /// then releases the writers' mutex.
+    pub fn write_unlock(&self) {
+        let r = self.reader_count.fetch_add(MAX_READERS, Ordering::Release) + MAX_READERS;
+        assert!(
+            r < MAX_READERS,
+            "gmp: unlock of an rwlock not locked for writing"
+        );
+        for _ in 0..r {
+            self.reader_sem.release(false);
+        }
+        self.w.unlock(true);
+    }
+}
+
+impl Default for RawRwLock {
+    fn default() -> Self {
+        RawRwLock::new()
+    }
+}
+
+impl fmt::Debug for RawRwLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawRwLock")
+            .field("reader_count", &self.reader_count.load(Ordering::Relaxed))
+            .field("reader_wait", &self.reader_wait.load(Ordering::Relaxed))
+            .field("w", &self.w)
+            .finish()
+    }
+}
+
+/// A [`RawRwLock`] with the data it protects.
+pub struct RwLock<T: ?Sized> {
+    raw: RawRwLock,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock owns its data; sending it sends the data (T: Send).
+unsafe impl<T: ?Sized + Send> Send for RwLock<T> {}
+// SAFETY: readers on several threads share `&T` (needs T: Sync), and a
+// writer on any thread gets `&mut T` (needs T: Send); the RawRwLock never
+// admits a writer together with anyone else (as for std's RwLock).
+unsafe impl<T: ?Sized + Send + Sync> Sync for RwLock<T> {}
+
+/// Shared access to a [`RwLock`]'s data; read-unlocks on drop.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RwLockReadGuard<'a, T: ?Sized> {
+    lock: &'a RwLock<T>,
+    /// Send/Sync exactly when `&T` is (T: Sync).
+    _data: PhantomData<&'a T>,
+}
+
+/// Exclusive access to a [`RwLock`]'s data; unlocks on drop.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RwLockWriteGuard<'a, T: ?Sized> {
+    lock: &'a RwLock<T>,
+    /// Send when T: Send, Sync when T: Sync (as `&mut T`).
+    _data: PhantomData<&'a mut T>,
+}
+
+impl<T> RwLock<T> {
+    /// An unlocked lock holding `v`.
+    pub const fn new(v: T) -> Self {
+        RwLock {
+            raw: RawRwLock::new(),
+            data: UnsafeCell::new(v),
+        }
+    }
+
+    /// The value (no guard can exist: we own the lock).
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+}
+
+impl<T: ?Sized> RwLock<T> {
+    /// Locks for reading (see [`RawRwLock::read`]).
+    #[inline]
+    pub fn read(&self) -> RwLockReadGuard<'_, T> {
+        self.raw.read();
+        RwLockReadGuard {
+            lock: self,
+            _data: PhantomData,
+        }
+    }
+
+    /// Locks for reading if no writer holds or waits for the lock.
+    #[inline]
+    pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+        // Lazily: a guard built for a failed attempt would unlock on drop.
+        self.raw.try_read().then(|| RwLockReadGuard {
+            lock: self,
+            _data: PhantomData,
+        })
+    }
+
+    /// Locks for writing.
+    pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+        self.raw.write();
+        RwLockWriteGuard {
+            lock: self,
+            _data: PhantomData,
+        }
+    }
+
+    /// Locks for writing if nobody holds the lock.
+    pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
+        self.raw.try_write().then(|| RwLockWriteGuard {
+            lock: self,
+            _data: PhantomData,
+        })
+    }
+
+    /// Mutable access without locking (we own the only reference).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: a read guard exists only while the RawRwLock counts it as
+        // a reader, which excludes every writer: only shared borrows exist.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.raw.read_unlock();
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockWriteGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: a write guard exists only while the RawRwLock admits its
+        // writer alone: no other borrow of the data exists.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only borrow
+        // through the guard.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.raw.write_unlock();
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("RwLock");
+        match self.try_read() {
+            Some(g) => d.field("data", &&*g),
+            None => d.field("data", &format_args!("<locked>")),
+        };
+        d.finish_non_exhaustive()
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Plain threads only (their waiters block on a condvar): the state
@@ -664,6 +954,76 @@ mod tests {
             }
         }
         panic!("the mutex never entered starvation mode in 20 rounds");
+    }
+
+    #[test]
+    fn rwlock_pending_writer_turns_new_readers_away_then_lets_them_all_in() {
+        let l = Arc::new(RwLock::new(0u32));
+        let r1 = l.read();
+        // A writer arrives while a reader is inside: it waits for it.
+        let l2 = l.clone();
+        let writer = std::thread::spawn(move || {
+            *l2.write() += 1;
+        });
+        wait_for(|| l.raw.reader_count.load(Ordering::Relaxed) < 0);
+        assert!(
+            l.try_read().is_none(),
+            "a pending writer blocks new readers"
+        );
+        assert!(l.try_write().is_none());
+        // Readers that arrive now queue behind the writer...
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (l, seen) = (l.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    let v = *l.read();
+                    seen.lock().unwrap().push(v);
+                })
+            })
+            .collect();
+        wait_for(|| l.raw.reader_sem.waiters() == 3);
+        assert!(seen.lock().unwrap().is_empty());
+        // ...and see the write once the first reader leaves.
+        drop(r1);
+        writer.join().unwrap();
+        readers.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(*seen.lock().unwrap(), [1, 1, 1]);
+        assert_eq!(l.raw.reader_count.load(Ordering::Relaxed), 0);
+        assert_eq!(l.raw.reader_wait.load(Ordering::Relaxed), 0);
+        assert!(l.try_write().is_some());
+    }
+
+    #[test]
+    fn rwlock_stress_readers_share_writers_exclude() {
+        let l = Arc::new(RwLock::new((0u64, 0u64)));
+        let ts: Vec<_> = (0..6)
+            .map(|k| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5000u64 {
+                        if (i + k) % 4 == 0 {
+                            let mut g = l.write();
+                            g.0 += 1;
+                            g.1 += 1;
+                        } else {
+                            let g = l.read();
+                            assert_eq!(g.0, g.1, "a reader saw a half-done write");
+                        }
+                    }
+                })
+            })
+            .collect();
+        ts.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(*l.read(), (7500, 7500));
+        assert_eq!(l.raw.reader_count.load(Ordering::Relaxed), 0);
+        assert_eq!(l.raw.w.state.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "not locked for reading")]
+    fn read_unlocking_an_unlocked_rwlock_is_a_clear_panic() {
+        RawRwLock::new().read_unlock();
     }
 
     #[test]

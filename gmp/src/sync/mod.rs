@@ -26,12 +26,11 @@
 //! same lock and wake it after releasing it. Whoever removes a waiter from
 //! its queue wakes it — exactly once.
 //!
-//! [`Mutex`] is Go's state machine from `gmp_sched::sync` (one atomic per
-//! uncontended lock or unlock, a short spin before parking), where its
-//! `unsafe` lives; the facade has none. [`RwLock`] keeps its value in an
-//! `Arc` that readers share and a writer holds alone: an uncontended
-//! internal lock per acquire and release, and `Arc::get_mut` on each write.
-//! Neither can be built in a `const` context (a `Once` can).
+//! [`Mutex`] and [`RwLock`] are Go's state machines from `gmp_sched::sync`
+//! (one atomic per uncontended lock or unlock; a mutex contender spins
+//! briefly before parking), where their `unsafe` lives; the facade has
+//! none. [`RwLock::new`] and [`Once::new`] are `const`; [`Mutex::new`] is
+//! not (its value is boxed, so that unsized values fit).
 
 mod condvar;
 mod mutex;
