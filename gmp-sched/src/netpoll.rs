@@ -14,6 +14,12 @@
 //! if it found one. Whichever order they run in, the event is seen: if the
 //! poller runs before the commit, the commit's CAS fails and the park is
 //! abandoned (Go's `netpollblockcommit`).
+//!
+//! Because the registration is edge-triggered and every edge ends as
+//! `READY` on the slot, a reader that *knows* the receive queue is empty
+//! may wait without trying the read first: [`recv_inq`] tells it so for
+//! TCP (`TCP_INQ`), which saves the failing `recvfrom` of every
+//! request/response exchange.
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
