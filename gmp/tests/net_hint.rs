@@ -204,3 +204,53 @@ fn a_clone_reads_what_arrives_after_the_other_handle_drained() {
         }
     });
 }
+
+/// The per-direction op lock under contention: goroutines and plain threads
+/// read one stream while the data trickles in, so readers park on the
+/// netpoller while others queue on the lock (two parked on one slot would
+/// panic in the poller). Every byte is read exactly once.
+#[test]
+fn goroutines_and_threads_contend_for_one_stream() {
+    guarded(2, || {
+        const CHUNKS: usize = 2000;
+        const CHUNK: usize = 37;
+        let (c, mut s) = pair();
+        let c = Arc::new(c);
+        let total = Arc::new(AtomicUsize::new(0));
+        let reader = |c: Arc<TcpStream>, total: Arc<AtomicUsize>| {
+            move || {
+                let mut buf = [0u8; 64];
+                loop {
+                    match (&*c).read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            assert!(buf[..n].iter().all(|&b| b == 7));
+                            total.fetch_add(n, Ordering::SeqCst);
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        };
+        let gs: Vec<_> = (0..8)
+            .map(|_| gmp::go(reader(c.clone(), total.clone())))
+            .collect();
+        let ts: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(reader(c.clone(), total.clone())))
+            .collect();
+        for i in 0..CHUNKS {
+            s.write_all(&[7u8; CHUNK]).unwrap();
+            if i % 3 == 0 {
+                gmp::yield_now();
+            }
+        }
+        drop(s);
+        for g in gs {
+            g.join().unwrap();
+        }
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(total.load(Ordering::SeqCst), CHUNKS * CHUNK);
+    });
+}
