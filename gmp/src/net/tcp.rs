@@ -4,9 +4,10 @@ use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use gmp_sched::netpoll::Mode;
+use gmp_sched::netpoll::{enable_tcp_inq, recv_inq, Mode};
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
 
@@ -145,12 +146,89 @@ impl AsRawFd for TcpListener {
 /// writes that would block park the goroutine.
 pub struct TcpStream {
     io: PollIo<std::net::TcpStream>,
+    rhint: ReadHint,
+}
+
+/// `TCP_INQ` not asked for yet.
+const INQ_UNASKED: u8 = 0;
+/// `TCP_INQ` is on: reads use `recv_inq`.
+const INQ_ON: u8 = 1;
+/// The kernel refused `TCP_INQ`: plain reads.
+const INQ_OFF: u8 = 2;
+
+/// What the last read learnt about the receive queue. Touched only under
+/// the read lock (which orders it between readers), hence `Relaxed`.
+struct ReadHint {
+    /// `INQ_UNASKED`, `INQ_ON` or `INQ_OFF`. Asked for at the first read
+    /// that would block, so a connection that never waits for data never
+    /// pays the `setsockopt`.
+    inq: AtomicU8,
+    /// The last read emptied the receive queue (the kernel said so through
+    /// `TCP_INQ`): the next read waits for readiness before trying.
+    drained: AtomicBool,
+}
+
+impl ReadHint {
+    fn new() -> ReadHint {
+        ReadHint {
+            inq: AtomicU8::new(INQ_UNASKED),
+            drained: AtomicBool::new(false),
+        }
+    }
 }
 
 impl TcpStream {
+    fn new(s: std::net::TcpStream) -> TcpStream {
+        TcpStream {
+            io: PollIo::new(s),
+            rhint: ReadHint::new(),
+        }
+    }
+
     fn from_accepted(s: std::net::TcpStream) -> io::Result<TcpStream> {
         s.set_nonblocking(true)?;
-        Ok(TcpStream { io: PollIo::new(s) })
+        Ok(TcpStream::new(s))
+    }
+
+    /// Every read: under the read lock, try (or, if the last read drained
+    /// the queue, first wait for an edge), park on would-block.
+    ///
+    /// A request/response peer reads right after writing, before the answer
+    /// can exist; Go's try-first then costs a failing `recvfrom` per message.
+    /// Once `TCP_INQ` says a read left the queue empty, the next read parks
+    /// at once: any byte arriving after that read fires a new epoll edge
+    /// (see `gmp_sched::netpoll::recv_inq`), so nothing is missed.
+    fn read_bufs(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        // A zero-length read returns at once, as in Go's `fd.Read` (the
+        // kernel would say EAGAIN on an empty queue and park us for data).
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        let _g = self.io.lock(Mode::Read);
+        let h = &self.rhint;
+        let wait_first = h.drained.swap(false, Ordering::Relaxed) && self.io.registered();
+        self.io
+            .io_locked(Mode::Read, self.io.timeout(Mode::Read), wait_first, |s| {
+                if h.inq.load(Ordering::Relaxed) == INQ_ON {
+                    let (n, drained) = recv_inq(s.as_fd(), bufs)?;
+                    h.drained.store(drained, Ordering::Relaxed);
+                    return Ok(n);
+                }
+                let r = match bufs {
+                    [one] => (&*s).read(one),
+                    _ => (&*s).read_vectored(bufs),
+                };
+                if let Err(e) = &r {
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && h.inq.load(Ordering::Relaxed) == INQ_UNASKED
+                    {
+                        let on = enable_tcp_inq(s.as_fd()).is_ok();
+                        h.inq
+                            .store(if on { INQ_ON } else { INQ_OFF }, Ordering::Relaxed);
+                    }
+                }
+                r
+            })
     }
 
     /// Opens a connection to `addr` (each resolved address in turn),
@@ -174,16 +252,14 @@ impl TcpStream {
 
     fn connect_addr(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
         let fd = new_socket(addr, SockType::Stream)?;
-        let s = TcpStream {
-            io: PollIo::new(std::net::TcpStream::from(fd)),
-        };
+        let s = TcpStream::new(std::net::TcpStream::from(fd));
         match socket::connect(s.as_raw_fd(), &SockaddrStorage::from(*addr)) {
             Ok(()) => return Ok(s),
             // Go's connect: the handshake goes on; wait for writability.
             Err(Errno::EINPROGRESS | Errno::EALREADY | Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        s.io.io_locked(Mode::Write, timeout, |sock| {
+        s.io.io_locked(Mode::Write, timeout, false, |sock| {
             match socket::getsockopt(sock, socket::sockopt::SocketError)? {
                 0 => {}
                 e if e == Errno::EINPROGRESS as i32 || e == Errno::EALREADY as i32 => {
@@ -254,9 +330,7 @@ impl TcpStream {
     /// A second handle on the same connection (a `dup`), registered on its
     /// own: one may read while the other writes, from any goroutine.
     pub fn try_clone(&self) -> io::Result<TcpStream> {
-        Ok(TcpStream {
-            io: PollIo::new(self.io.sock().try_clone()?),
-        })
+        Ok(TcpStream::new(self.io.sock().try_clone()?))
     }
 
     /// Deregisters the stream and returns it as a blocking std stream.
@@ -273,11 +347,11 @@ impl From<std::net::TcpStream> for TcpStream {
     fn from(s: std::net::TcpStream) -> TcpStream {
         // Fails only for a descriptor that is not a socket at all.
         let _ = s.set_nonblocking(true);
-        TcpStream { io: PollIo::new(s) }
+        TcpStream::new(s)
     }
 }
 
-stream_io!(TcpStream);
+stream_io!(TcpStream, read_with = read_bufs);
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

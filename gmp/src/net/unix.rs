@@ -151,7 +151,7 @@ impl UnixStream {
                     let s = UnixStream {
                         io: PollIo::new(unet::UnixStream::from(fd)),
                     };
-                    s.io.io_locked(Mode::Write, None, |sock| {
+                    s.io.io_locked(Mode::Write, None, false, |sock| {
                         match socket::getsockopt(sock, socket::sockopt::SocketError)? {
                             0 => Ok(()),
                             e => Err(io::Error::from_raw_os_error(e)),
