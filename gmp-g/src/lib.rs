@@ -23,7 +23,7 @@
 //! | `Running` | the M executing it | that M |
 //! | `Syscall` | the M executing it, which holds no P | that M |
 //! | `Waiting` | nobody: parked in some wait queue | the single waker that wins the CAS to `Runnable` |
-//! | `Dead` | the free list holding it (it holds no stack) | `newproc` reusing it |
+//! | `Dead` | the free list holding it, or its live `JoinHandle` (it holds no stack) | `newproc` reusing it |
 //! | `Preempted` | nobody: stopped by a preemption request | the scheduler |
 //! | `Copystack` | the M moving it (reserved; our stacks never move) | that M |
 //!
@@ -32,7 +32,10 @@
 //!
 //! A G carries its entry closure inline (up to [`ENTRY_INLINE`] bytes;
 //! larger ones are boxed), so spawning a goroutine allocates nothing here:
-//! Gs themselves are recycled through free lists.
+//! Gs themselves are recycled through free lists. The same buffer then
+//! holds the goroutine's result for its `JoinHandle` ([`G::put_result`]),
+//! and the [`join`] word decides when both the goroutine and its handle
+//! are done with the G, so that it goes back to a free list only then.
 //!
 //! Goroutine ids are unique and never reused: a P takes them from the global
 //! counter in batches of [`GOID_BATCH`] (Go's `_GoidCacheBatch` = 16), so the
@@ -44,7 +47,8 @@
 //!    only between its first run ([`G::start`]) and its exit
 //!    ([`G::take_stack`]): one waiting in a run queue to start has none.
 //! 2. A `GRef` stays valid until the runtime that made it is dropped: Gs are
-//!    recycled through free lists, never freed while the runtime lives.
+//!    recycled through free lists, never freed while the runtime lives. A
+//!    G whose `JoinHandle` outlives the runtime is freed by the handle.
 //!
 //! ## Rejected alternatives
 //! * A `Mutex` per G: a lock on every switch, and no way for a signal handler
@@ -54,7 +58,10 @@
 
 #![warn(missing_docs)]
 
+pub mod join;
 pub mod sync;
+
+pub use join::JoinWord;
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -386,14 +393,22 @@ impl EntrySlot {
             self.vtable = Some(&Vtables::<F>::BOXED);
         }
     }
-    /// Runs the stored closure, if any (it is gone afterwards).
-    fn run(&mut self) -> bool {
-        let Some(vt) = self.vtable.take() else {
+    /// Runs the stored closure, if any (it is gone afterwards). No
+    /// reference to the slot is held while the closure runs, so the
+    /// closure may reuse the buffer (for its result, see [`G::put_result`]).
+    ///
+    /// # Safety
+    /// `this` points to a live slot that nothing else accesses meanwhile
+    /// except through the G's result methods.
+    unsafe fn run(this: *mut EntrySlot) -> bool {
+        // SAFETY: per the contract; the temporary borrow ends here.
+        let Some(vt) = (unsafe { (*this).vtable.take() }) else {
             return false;
         };
         // SAFETY: vtable was Some, so the buffer holds the closure it was
-        // made for; taking the vtable first means it is used once.
-        unsafe { (vt.call)(self.buf.0.as_mut_ptr() as *mut u8) };
+        // made for; taking the vtable first means it is used once, and the
+        // call moves the closure out before running it.
+        unsafe { (vt.call)(std::ptr::addr_of_mut!((*this).buf) as *mut u8) };
         true
     }
     fn clear(&mut self) {
@@ -442,6 +457,12 @@ pub struct G {
     pub sched: AtomicUsize,
     /// `lock_os_thread` nesting depth (touched only by the G itself).
     pub lock_count: AtomicU32,
+    /// Who may still use the G once the goroutine finishes: the goroutine,
+    /// its `JoinHandle`, or both (see [`join`]).
+    pub join: JoinWord,
+    /// A joiner waiting for the result, as an opaque word owned per the
+    /// [`join`] protocol (0 when none).
+    join_waiter: UnsafeCell<usize>,
     /// The stack, from the goroutine's first run until it exits (a G
     /// waiting in a run queue to start has none).
     stack: UnsafeCell<Option<Stack>>,
@@ -556,7 +577,68 @@ impl G {
         // SAFETY: only the running thread touches `entry` (invariant 1); the
         // closure is moved out of the slot before it runs, so the slot is
         // not borrowed while user code runs.
-        unsafe { (*self.entry.get()).run() }
+        unsafe { EntrySlot::run(self.entry.get()) }
+    }
+
+    /// Stores the goroutine's result in the G, in the entry closure's
+    /// buffer (free once the closure started), boxed if it does not fit.
+    ///
+    /// # Safety
+    /// 1. Called by the goroutine itself, from inside its entry closure
+    ///    (which has been moved out of the buffer).
+    /// 2. The slot holds no result, and nobody reads it until the caller
+    ///    publishes it (the [`join`] protocol's `DONE`).
+    /// 3. `R` may move to the thread that takes it (`Send`, or taken on
+    ///    this thread).
+    pub unsafe fn put_result<R>(&self, r: R) {
+        // SAFETY: point 1: the closure was moved out and the vtable taken,
+        // so the buffer holds nothing live; run() holds no reference to it.
+        let p = unsafe { std::ptr::addr_of_mut!((*self.entry.get()).buf) } as *mut u8;
+        if fits_inline::<R>() {
+            // SAFETY: the 16-aligned buffer holds an R (checked above).
+            unsafe { std::ptr::write(p as *mut R, r) };
+        } else {
+            // SAFETY: a pointer fits in the buffer.
+            unsafe { std::ptr::write(p as *mut *mut R, Box::into_raw(Box::new(r))) };
+        }
+    }
+
+    /// Moves the result stored by [`G::put_result`] out of the G.
+    ///
+    /// # Safety
+    /// The slot holds an `R` stored by `put_result` and not yet taken, and
+    /// the caller owns the slot (per the [`join`] protocol).
+    pub unsafe fn take_result<R>(&self) -> R {
+        // SAFETY: per the contract, the buffer holds an R written the same
+        // way (inline or boxed is decided by R alone).
+        unsafe {
+            let p = std::ptr::addr_of_mut!((*self.entry.get()).buf) as *mut u8;
+            if fits_inline::<R>() {
+                std::ptr::read(p as *mut R)
+            } else {
+                *Box::from_raw(std::ptr::read(p as *mut *mut R))
+            }
+        }
+    }
+
+    /// Stores the joiner's waiter word (opaque to this crate).
+    ///
+    /// # Safety
+    /// The caller owns the waiter slot (per the [`join`] protocol: the
+    /// handle, before it sets `WAITING`).
+    pub unsafe fn set_join_waiter(&self, w: usize) {
+        // SAFETY: per the contract.
+        unsafe { *self.join_waiter.get() = w }
+    }
+
+    /// Takes the joiner's waiter word (0 if none).
+    ///
+    /// # Safety
+    /// The caller owns the waiter slot (per the [`join`] protocol: the
+    /// goroutine after it saw `WAITING`, or the handle otherwise).
+    pub unsafe fn take_join_waiter(&self) -> usize {
+        // SAFETY: per the contract.
+        unsafe { std::mem::replace(&mut *self.join_waiter.get(), 0) }
     }
 
     /// Takes the saved context of this (suspended) G, to resume it.
@@ -635,6 +717,8 @@ impl GRef {
             system: AtomicBool::new(false),
             sched: AtomicUsize::new(0),
             lock_count: AtomicU32::new(0),
+            join: JoinWord::new(),
+            join_waiter: UnsafeCell::new(0),
             stack: UnsafeCell::new(None),
             ctx: UnsafeCell::new(None),
             back: UnsafeCell::new(None),

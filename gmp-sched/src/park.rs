@@ -87,6 +87,35 @@ impl Waiter {
             }
         }
     }
+    /// The waiter as one word, for a slot inside a G (see
+    /// [`G::set_join_waiter`](gmp_g::G::set_join_waiter)); never 0. A
+    /// thread's parker reference moves into the word.
+    pub fn into_word(self) -> usize {
+        match self {
+            // A G is 8-aligned: bit 0 is clear.
+            Waiter::G(g) => g.as_ptr() as usize,
+            // A ThreadParker holds a Mutex and a Condvar (4-aligned at
+            // least): bit 0 of its address is clear, so it tags a thread.
+            Waiter::Thread(t) => Arc::into_raw(t) as usize | 1,
+        }
+    }
+
+    /// Rebuilds a waiter from [`Waiter::into_word`].
+    ///
+    /// # Safety
+    /// `w` came from `into_word` and is turned back into a waiter once.
+    pub unsafe fn from_word(w: usize) -> Waiter {
+        debug_assert!(w != 0);
+        if w & 1 == 0 {
+            // SAFETY: per the contract, an untagged word is a live G pointer.
+            Waiter::G(unsafe { GRef::from_ptr(w as *mut gmp_g::G) })
+        } else {
+            // SAFETY: per the contract, a tagged word is Arc::into_raw of a
+            // ThreadParker whose reference we take back once.
+            Waiter::Thread(unsafe { Arc::from_raw((w & !1) as *const ThreadParker) })
+        }
+    }
+
     /// The goroutine, if the waiter is one.
     pub fn goroutine(&self) -> Option<GRef> {
         match self {

@@ -2,9 +2,9 @@
 
 use std::any::Any;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::panic::Location;
 
-use gmp_sched::join::{oneshot, Joiner};
+use gmp_sched::join::Joiner;
 use gmp_sched::{Sched, SpawnError};
 
 /// An owned permission to join a goroutine (like `std::thread::JoinHandle`).
@@ -33,11 +33,9 @@ fn report(goid: u64, p: &(dyn Any + Send)) {
 impl<T> JoinHandle<T> {
     /// Waits for the goroutine to finish; `Err` carries its panic. Parks
     /// only the calling goroutine (or blocks the calling plain thread).
-    pub fn join(self) -> std::thread::Result<T> {
+    pub fn join(mut self) -> std::thread::Result<T> {
         gmp_sched::check_preempt();
-        self.inner
-            .join()
-            .expect("a goroutine's result is taken only by join, which consumes the handle")
+        self.inner.join()
     }
     /// Whether the goroutine has finished.
     pub fn is_finished(&self) -> bool {
@@ -62,26 +60,9 @@ pub(crate) fn spawn_on<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
     loc: &'static Location<'static>,
 ) -> Result<JoinHandle<T>, SpawnError> {
-    let (tx, rx) = oneshot();
-    let entry = move || {
-        let r = catch_unwind(AssertUnwindSafe(f));
-        if r.is_err() {
-            gmp_sched::with_current_sched(|s| {
-                s.counters
-                    .panics
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            });
-        }
-        if let Some(Err(p)) = tx.complete(r) {
-            let goid = gmp_sched::current_g().map(|g| g.id()).unwrap_or(0);
-            report(goid, &*p);
-        }
-    };
-    let g = gmp_sched::newproc(s, entry, loc)?;
-    Ok(JoinHandle {
-        inner: rx,
-        goid: g.id(),
-    })
+    let inner = gmp_sched::join::spawn(s, f, loc, report)?;
+    let goid = inner.id();
+    Ok(JoinHandle { inner, goid })
 }
 
 /// Starts a goroutine running `f` on the current runtime (Go's `go f()`).
