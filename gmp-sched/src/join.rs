@@ -38,8 +38,16 @@ use crate::tls;
 /// A goroutine's result as the handle receives it: `Err` carries a panic.
 pub type Outcome<T> = std::thread::Result<T>;
 
-/// Reports the panic of a goroutine nobody will join (its id, the payload).
-pub type PanicReport = fn(u64, &(dyn Any + Send));
+/// Reports on stderr the panic of a goroutine nobody will join (its id, the
+/// payload); the runtime goes on.
+pub fn report_unjoined(goid: u64, p: &(dyn Any + Send)) {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_string());
+    eprintln!("goroutine {goid} panicked: {msg} (nobody joined it; the runtime continues)");
+}
 
 /// The reading half of a joinable goroutine: joins, polls or detaches.
 /// Dropping it detaches (an unread result is dropped).
@@ -63,14 +71,14 @@ impl<T> fmt::Debug for Joiner<T> {
 
 /// Starts a goroutine running `f` on `s` (see [`newproc`](crate::newproc))
 /// and returns its joiner. A panic in `f` is counted in the scheduler's
-/// counters and delivered to the joiner, or passed to `report` if the
-/// joiner is gone by then.
+/// counters and delivered to the joiner, or reported with
+/// [`report_unjoined`] if the joiner is gone by then. The entry closure
+/// stored in the G is `f` plus one pointer.
 #[inline]
 pub fn spawn<T, F>(
     s: &Sched,
     f: F,
     loc: &'static Location<'static>,
-    report: PanicReport,
 ) -> Result<Joiner<T>, SpawnError>
 where
     T: Send + 'static,
@@ -84,7 +92,7 @@ where
                     s.counters.panics.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            complete(g, r, report);
+            complete(g, r);
         }
     })?;
     Ok(Joiner {
@@ -95,7 +103,7 @@ where
 
 /// The goroutine `g`, at the end of its entry closure, hands `r` over.
 #[inline]
-fn complete<T: Send>(g: GRef, r: Outcome<T>, report: PanicReport) {
+fn complete<T: Send>(g: GRef, r: Outcome<T>) {
     // SAFETY: we are g, inside its entry closure (moved out of the buffer),
     // and the slot is empty: this is the one completion of this life.
     unsafe { g.put_result(r) };
@@ -112,7 +120,7 @@ fn complete<T: Send>(g: GRef, r: Outcome<T>, report: PanicReport) {
             // ours and holds the Outcome<T> we just stored.
             let r: Outcome<T> = unsafe { g.take_result() };
             if let Err(p) = r {
-                report(g.id(), &*p);
+                report_unjoined(g.id(), &*p);
             }
         }
     }

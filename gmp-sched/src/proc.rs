@@ -415,7 +415,10 @@ fn gdestroy(s: &Sched, m: &M, g: GRef) {
     }
     g.wait_reason.store(0, Ordering::Relaxed);
     g.preempt.store(false, Ordering::Relaxed);
-    if g.lockedm.swap(0, Ordering::AcqRel) != 0 {
+    // Only the G itself (lock_os_thread) and we write lockedm, so a load
+    // and a store, not a locked swap on every exit.
+    if g.lockedm.load(Ordering::Relaxed) != 0 {
+        g.lockedm.store(0, Ordering::Release);
         m.lockedg.store(std::ptr::null_mut(), Ordering::Release);
     }
     // Goroutine counts are per-P (owner-written, no shared cache line on

@@ -1,10 +1,9 @@
 //! Spawning goroutines and joining them.
 
-use std::any::Any;
 use std::fmt;
 use std::panic::Location;
 
-use gmp_sched::join::Joiner;
+use gmp_sched::join::{report_unjoined, Joiner};
 use gmp_sched::{Sched, SpawnError};
 
 /// An owned permission to join a goroutine (like `std::thread::JoinHandle`).
@@ -19,15 +18,6 @@ impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "JoinHandle(goroutine {})", self.id())
     }
-}
-
-fn report(goid: u64, p: &(dyn Any + Send)) {
-    let msg = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "Box<dyn Any>".to_string());
-    eprintln!("goroutine {goid} panicked: {msg} (nobody joined it; the runtime continues)");
 }
 
 impl<T> JoinHandle<T> {
@@ -50,7 +40,7 @@ impl<T> JoinHandle<T> {
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         if let Some(Err(p)) = self.inner.detach() {
-            report(self.goid, &*p);
+            report_unjoined(self.goid, &*p);
         }
     }
 }
@@ -60,7 +50,7 @@ pub(crate) fn spawn_on<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
     loc: &'static Location<'static>,
 ) -> Result<JoinHandle<T>, SpawnError> {
-    let inner = gmp_sched::join::spawn(s, f, loc, report)?;
+    let inner = gmp_sched::join::spawn(s, f, loc)?;
     let goid = inner.id();
     Ok(JoinHandle { inner, goid })
 }
