@@ -555,7 +555,12 @@ impl<T> Sender<T> {
                 // A receiver that took our value said so in g.param (the
                 // common case: no need to take the lock again).
                 if let Some(g) = me {
-                    if g.param.swap(0, Ordering::Acquire) == PARAM_SENT {
+                    // Acquire: pairs with the receiver's Release store (the
+                    // goready after it also orders it). Only our waker wrote
+                    // it, and it is done: a plain store clears it, no
+                    // locked swap.
+                    if g.param.load(Ordering::Acquire) == PARAM_SENT {
+                        g.param.store(0, Ordering::Relaxed);
                         return Ok(());
                     }
                 }
