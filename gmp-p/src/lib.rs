@@ -241,7 +241,16 @@ impl P {
     #[inline]
     pub fn runq_put(&self, g: GRef, next: bool, overflow: &mut dyn FnMut(GRef)) {
         let g = if next {
-            // AcqRel: publishes g's state to a thief that takes runnext.
+            // Only the owner (us) writes a G into runnext; thieves and
+            // runq_get only CAS a G out of it. So an empty runnext stays
+            // empty until we fill it: a plain store does (the common case
+            // of a channel hand-off), saving a locked swap. Release:
+            // publishes g's state to a thief's Acquire/AcqRel take.
+            if self.runnext.load(Ordering::Relaxed).is_null() {
+                self.runnext.store(g.as_ptr(), Ordering::Release);
+                return;
+            }
+            // AcqRel: as above, and a thief may be taking the old one.
             let old = self.runnext.swap(g.as_ptr(), Ordering::AcqRel);
             if old.is_null() {
                 return;
