@@ -303,13 +303,15 @@ impl WaitReason {
 /// [`G::prepare`]; this is the type-erased form some callers hold).
 pub type Entry = Box<dyn FnOnce() + Send + 'static>;
 
-/// Bytes of entry closure stored inside the G itself: the rest of the
-/// G's third cache line after the vtable pointer (see [`G`]'s layout). It
-/// holds `gmp::go`'s wrapper (the user's closure plus one G pointer) around
-/// a user closure of up to 48 bytes, e.g. two `Arc`s and four integers.
-/// Larger closures are boxed. Go copies a new goroutine's arguments onto its
-/// stack the same way, with no allocation.
-pub const ENTRY_INLINE: usize = 56;
+/// Bytes of entry closure stored inside the G itself: the G's third cache
+/// line less the vtable pointer and the mailbox sequence (see [`G`]'s
+/// layout). It holds `gmp::go`'s wrapper (the user's closure plus one G
+/// pointer) around a user closure of up to 40 bytes, e.g. two `Arc`s and
+/// three integers. Larger closures are boxed. Go copies a new goroutine's
+/// arguments onto its stack the same way, with no allocation. The same
+/// bytes later carry values handed to the parked goroutine
+/// ([`G::put_mail`]) and its result ([`G::put_result`]).
+pub const ENTRY_INLINE: usize = 48;
 
 /// Storage for an entry closure: inline bytes, 8-aligned.
 #[repr(C, align(8))]
@@ -324,7 +326,7 @@ struct EntryVtable {
 }
 
 /// The entry closure slot: `vtable` is `Some` while a closure is stored.
-/// One cache line (64 bytes).
+/// 56 bytes: with [`G::mail_seq`] one cache line.
 #[repr(C)]
 struct EntrySlot {
     vtable: Option<&'static EntryVtable>,
@@ -438,7 +440,7 @@ impl Drop for EntrySlot {
 /// was most of `newproc`'s and `execute`'s cost in the spawn benchmark).
 /// Line 0 holds what every switch touches (status, contexts, stack, M),
 /// line 1 what spawn, park and wake touch, line 2 the entry closure (then
-/// the result).
+/// values handed over while parked, then the result).
 #[repr(C, align(64))]
 pub struct G {
     // Line 0: every switch.
@@ -483,8 +485,12 @@ pub struct G {
     pub preempt: AtomicBool,
     /// Whether the runtime itself owns this G (not counted as a user G).
     pub system: AtomicBool,
-    // Line 2: the entry closure, then the result.
+    // Line 2: the entry closure, then mail, then the result.
     entry: UnsafeCell<EntrySlot>,
+    /// The sequence number of the goroutine's current mailbox (bumped by
+    /// the goroutine itself when it arms one; never reset, so it never
+    /// repeats for this G). See `gmp_sched::park::Mailbox`.
+    pub mail_seq: AtomicU64,
 }
 
 // SAFETY: the UnsafeCell fields are only touched by the thread that owns the
@@ -663,6 +669,33 @@ impl G {
         }
     }
 
+    /// Stores a value handed to this parked goroutine, in the entry
+    /// closure's buffer (boxed if it does not fit).
+    ///
+    /// # Safety
+    /// 1. The goroutine is parked and the caller alone may resume it (it
+    ///    won the status CAS `Waiting -> Runnable` and has not queued it),
+    ///    and its entry closure has started (the buffer holds no closure).
+    /// 2. Nothing else of value is in the buffer (a value left there is
+    ///    overwritten, never dropped), and nobody reads it until the
+    ///    goroutine is resumed.
+    /// 3. `T` may move to the goroutine's thread.
+    pub unsafe fn put_mail<T>(&self, v: T) {
+        // SAFETY: per the contract, as put_result's points 1 and 2 (the
+        // goroutine does not run, so nothing else touches the buffer).
+        unsafe { self.put_result(v) }
+    }
+
+    /// Takes the value stored by [`G::put_mail`].
+    ///
+    /// # Safety
+    /// Called by the goroutine itself after it was resumed by the caller of
+    /// `put_mail`, which stored a `T` not yet taken.
+    pub unsafe fn take_mail<T>(&self) -> T {
+        // SAFETY: per the contract; same layout rule as take_result.
+        unsafe { self.take_result() }
+    }
+
     /// Stores the joiner's waiter word (opaque to this crate).
     ///
     /// # Safety
@@ -761,6 +794,7 @@ impl GRef {
             lock_count: AtomicU32::new(0),
             join: JoinWord::new(),
             join_waiter: UnsafeCell::new(0),
+            mail_seq: AtomicU64::new(0),
             stack: UnsafeCell::new(None),
             ctx: UnsafeCell::new(None),
             back: UnsafeCell::new(None),
@@ -894,7 +928,8 @@ mod tests {
         use std::mem::{align_of, offset_of, size_of};
         assert_eq!(align_of::<G>(), 64);
         assert_eq!(size_of::<G>(), 192);
-        assert_eq!(size_of::<EntrySlot>(), 64);
+        assert_eq!(size_of::<EntrySlot>(), 56);
+        assert_eq!(offset_of!(G, mail_seq), 128 + 56);
         // Line 0: what every switch touches.
         for off in [
             offset_of!(G, status),

@@ -2,7 +2,7 @@
 //! G, so spawning a joinable goroutine allocates nothing.
 //!
 //! [`spawn`] starts a goroutine whose entry closure, after running the
-//! user's function, stores the result in the G ([`G::put_result`], in the
+//! user's function, stores the result in the G ([`G::put_result`](gmp_g::G::put_result), in the
 //! entry closure's own buffer) and publishes it on the G's join word
 //! ([`gmp_g::join`]). The [`Joiner`] (inside the facade's `JoinHandle`)
 //! points to that G. The join word's protocol, documented and

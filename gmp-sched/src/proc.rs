@@ -1197,6 +1197,12 @@ pub fn goready(g: GRef) {
     if let Err(e) = g.status.cas(Status::Waiting, Status::Runnable) {
         panic!("gmp: goready of goroutine {}: {e}", g.id());
     }
+    queue_readied(g);
+}
+
+/// `goready`'s second half: queues `g`, which the caller moved `Waiting ->
+/// Runnable` (and so alone may queue).
+pub(crate) fn queue_readied(g: GRef) {
     let gs = g.sched.load(Ordering::Acquire) as *const Sched;
     // SAFETY: a G records the Sched that created it, which outlives it (a
     // Sched with parked Gs at shutdown is never freed: Sched::shutdown).
