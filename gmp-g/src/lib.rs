@@ -531,14 +531,22 @@ impl G {
     /// changes no state and never faults.
     #[inline(always)]
     pub fn prefetch_for_write(&self) {
+        G::prefetch_raw(self);
+    }
+
+    /// [`G::prefetch_for_write`] through a raw pointer, which may be stale
+    /// or dangling: a prefetch never dereferences (it is a hint the CPU
+    /// drops for an unmapped address), so any pointer is fine.
+    #[inline(always)]
+    pub fn prefetch_raw(g: *const G) {
         #[cfg(target_arch = "x86_64")]
         {
-            let p = self as *const G as *const u8;
-            // SAFETY: PREFETCHW only hints the cache: it never faults, writes
-            // nothing architecturally visible and touches no flags or
-            // registers besides its address operand; the addresses are
-            // inside this live G (192 bytes). On CPUs without the PRFCHW
-            // feature the instruction is a NOP (0F 0D is reserved-NOP space).
+            let p = g as *const u8;
+            // SAFETY: PREFETCHW only hints the cache: it never faults (not
+            // even on an unmapped address), writes nothing architecturally
+            // visible and touches no flags or registers besides its address
+            // operand. On CPUs without the PRFCHW feature the instruction
+            // is a NOP (0F 0D is reserved-NOP space).
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{0}]",
