@@ -114,10 +114,23 @@ impl JoinWord {
         self.raw() & DONE != 0
     }
 
+    /// Whether the handle is gone for good (Acquire: pairs with the AcqRel
+    /// that set RELEASED, so its last accesses to the G happened before).
+    #[inline]
+    pub fn is_released(&self) -> bool {
+        self.raw() & RELEASED != 0
+    }
+
     /// The goroutine publishes its result (already written in the slot).
     /// Requires: called once, by the goroutine, for a G with a handle.
     #[inline]
     pub fn complete(&self) -> Completed {
+        // A handle dropped already (the usual `go(..)` whose handle is
+        // discarded) never touches the word again: no RMW needed. Acquire:
+        // pairs with the AcqRel that set RELEASED.
+        if self.is_released() {
+            return Completed::Unheld;
+        }
         // AcqRel: Release publishes the result to the handle's Acquire of
         // DONE; Acquire sees the waiter slot written before WAITING, and the
         // handle's last accesses before RELEASED.

@@ -104,6 +104,14 @@ where
 /// The goroutine `g`, at the end of its entry closure, hands `r` over.
 #[inline]
 fn complete<T: Send>(g: GRef, r: Outcome<T>) {
+    // The usual detached goroutine: its handle is gone, nobody will read
+    // the result; no store and no RMW.
+    if g.join.is_released() {
+        if let Err(p) = r {
+            report_unjoined(g.id(), &*p);
+        }
+        return;
+    }
     // SAFETY: we are g, inside its entry closure (moved out of the buffer),
     // and the slot is empty: this is the one completion of this life.
     unsafe { g.put_result(r) };
