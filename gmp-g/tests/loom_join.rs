@@ -35,10 +35,14 @@ fn g(handle: bool) -> Arc<G> {
 
 /// The goroutine: store the result, complete, then (on g0) exit.
 fn goroutine(g: &G) {
+    // SAFETY: before DONE the slot is the goroutine's (loom's cell checks
+    // that no other access races this one).
     g.result.with_mut(|r| unsafe { *r = Some(7) });
     match g.join.complete() {
         Completed::Stored | Completed::Wake => {}
         Completed::Unheld => {
+            // SAFETY: the handle released before DONE: the slot is still
+            // ours (checked by loom's cell).
             let r = g.result.with_mut(|r| unsafe { (*r).take() });
             assert_eq!(r, Some(7));
             g.delivered.fetch_add(1, Ordering::Relaxed);
@@ -56,6 +60,8 @@ fn detach(g: &G) {
         match g.join.release(taken) {
             Some(rel) => break rel,
             None => {
+                // SAFETY: DONE is set and we have not released: the slot is
+                // the handle's (checked by loom's cell).
                 let r = g.result.with_mut(|r| unsafe { (*r).take() });
                 assert_eq!(r, Some(7));
                 g.delivered.fetch_add(1, Ordering::Relaxed);
@@ -106,6 +112,8 @@ fn join_after_done_races_exit() {
                 thread::yield_now();
             }
         }
+        // SAFETY: DONE is set (registration failed on it, or we waited for
+        // it): the slot is the handle's (checked by loom's cell).
         let r = g.result.with_mut(|r| unsafe { (*r).take() });
         assert_eq!(r, Some(7));
         match g.join.release(true).unwrap() {
