@@ -23,7 +23,7 @@
 //! | `Running` | the M executing it | that M |
 //! | `Syscall` | the M executing it, which holds no P | that M |
 //! | `Waiting` | nobody: parked in some wait queue | the single waker that wins the CAS to `Runnable` |
-//! | `Dead` | the free list holding it (it holds no stack) | `newproc` reusing it |
+//! | `Dead` | the free list holding it, or its live `JoinHandle` (it holds no stack) | `newproc` reusing it |
 //! | `Preempted` | nobody: stopped by a preemption request | the scheduler |
 //! | `Copystack` | the M moving it (reserved; our stacks never move) | that M |
 //!
@@ -32,7 +32,10 @@
 //!
 //! A G carries its entry closure inline (up to [`ENTRY_INLINE`] bytes;
 //! larger ones are boxed), so spawning a goroutine allocates nothing here:
-//! Gs themselves are recycled through free lists.
+//! Gs themselves are recycled through free lists. The same buffer then
+//! holds the goroutine's result for its `JoinHandle` ([`G::put_result`]),
+//! and the [`join`] word decides when both the goroutine and its handle
+//! are done with the G, so that it goes back to a free list only then.
 //!
 //! Goroutine ids are unique and never reused: a P takes them from the global
 //! counter in batches of [`GOID_BATCH`] (Go's `_GoidCacheBatch` = 16), so the
@@ -44,7 +47,8 @@
 //!    only between its first run ([`G::start`]) and its exit
 //!    ([`G::take_stack`]): one waiting in a run queue to start has none.
 //! 2. A `GRef` stays valid until the runtime that made it is dropped: Gs are
-//!    recycled through free lists, never freed while the runtime lives.
+//!    recycled through free lists, never freed while the runtime lives. A
+//!    G whose `JoinHandle` outlives the runtime is freed by the handle.
 //!
 //! ## Rejected alternatives
 //! * A `Mutex` per G: a lock on every switch, and no way for a signal handler
@@ -54,7 +58,10 @@
 
 #![warn(missing_docs)]
 
+pub mod join;
 pub mod sync;
+
+pub use join::JoinWord;
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -296,15 +303,18 @@ impl WaitReason {
 /// [`G::prepare`]; this is the type-erased form some callers hold).
 pub type Entry = Box<dyn FnOnce() + Send + 'static>;
 
-/// Bytes of entry closure stored inside the G itself (a guess covering a
-/// closure that captures a handful of words, e.g. `gmp::go`'s wrapper around
-/// a user closure holding two `Arc`s and two integers). Larger closures
-/// are boxed. Go copies a new goroutine's arguments onto its stack the same
-/// way, with no allocation.
-pub const ENTRY_INLINE: usize = 64;
+/// Bytes of entry closure stored inside the G itself: the G's third cache
+/// line less the vtable pointer and the mailbox sequence (see [`G`]'s
+/// layout). It holds `gmp::go`'s wrapper (the user's closure plus one G
+/// pointer) around a user closure of up to 40 bytes, e.g. two `Arc`s and
+/// three integers. Larger closures are boxed. Go copies a new goroutine's
+/// arguments onto its stack the same way, with no allocation. The same
+/// bytes later carry values handed to the parked goroutine
+/// ([`G::put_mail`]) and its result ([`G::put_result`]).
+pub const ENTRY_INLINE: usize = 48;
 
-/// Storage for an entry closure: inline bytes, 16-aligned.
-#[repr(C, align(16))]
+/// Storage for an entry closure: inline bytes, 8-aligned.
+#[repr(C, align(8))]
 struct EntryBuf([MaybeUninit<u8>; ENTRY_INLINE]);
 
 /// How to run or drop the closure in an [`EntryBuf`].
@@ -316,6 +326,8 @@ struct EntryVtable {
 }
 
 /// The entry closure slot: `vtable` is `Some` while a closure is stored.
+/// 56 bytes: with [`G::mail_seq`] one cache line.
+#[repr(C)]
 struct EntrySlot {
     vtable: Option<&'static EntryVtable>,
     buf: EntryBuf,
@@ -350,7 +362,7 @@ unsafe fn drop_boxed<F>(p: *mut u8) {
 
 /// Whether `F` is stored inside the G rather than boxed.
 const fn fits_inline<F>() -> bool {
-    std::mem::size_of::<F>() <= ENTRY_INLINE && std::mem::align_of::<F>() <= 16
+    std::mem::size_of::<F>() <= ENTRY_INLINE && std::mem::align_of::<F>() <= 8
 }
 
 struct Vtables<F>(std::marker::PhantomData<F>);
@@ -376,7 +388,7 @@ impl EntrySlot {
         self.clear();
         let p = self.buf.0.as_mut_ptr() as *mut u8;
         if fits_inline::<F>() {
-            // SAFETY: the buffer is 16-aligned and ENTRY_INLINE bytes, which
+            // SAFETY: the buffer is 8-aligned and ENTRY_INLINE bytes, which
             // holds an F (checked just above); it holds nothing live.
             unsafe { std::ptr::write(p as *mut F, f) };
             self.vtable = Some(&Vtables::<F>::INLINE);
@@ -386,14 +398,22 @@ impl EntrySlot {
             self.vtable = Some(&Vtables::<F>::BOXED);
         }
     }
-    /// Runs the stored closure, if any (it is gone afterwards).
-    fn run(&mut self) -> bool {
-        let Some(vt) = self.vtable.take() else {
+    /// Runs the stored closure, if any (it is gone afterwards). No
+    /// reference to the slot is held while the closure runs, so the
+    /// closure may reuse the buffer (for its result, see [`G::put_result`]).
+    ///
+    /// # Safety
+    /// `this` points to a live slot that nothing else accesses meanwhile
+    /// except through the G's result methods.
+    unsafe fn run(this: *mut EntrySlot) -> bool {
+        // SAFETY: per the contract; the temporary borrow ends here.
+        let Some(vt) = (unsafe { (*this).vtable.take() }) else {
             return false;
         };
         // SAFETY: vtable was Some, so the buffer holds the closure it was
-        // made for; taking the vtable first means it is used once.
-        unsafe { (vt.call)(self.buf.0.as_mut_ptr() as *mut u8) };
+        // made for; taking the vtable first means it is used once, and the
+        // call moves the closure out before running it.
+        unsafe { (vt.call)(std::ptr::addr_of_mut!((*this).buf) as *mut u8) };
         true
     }
     fn clear(&mut self) {
@@ -412,42 +432,65 @@ impl Drop for EntrySlot {
 
 /// A goroutine. Shared by raw reference ([`GRef`]); see the crate docs for
 /// who may touch which field.
+///
+/// Layout: three cache lines, in the order a goroutine's life touches
+/// them. A spawned G usually runs and dies on another P than its spawner's
+/// and comes back through the free lists, so each line it spans crosses
+/// between CPUs twice per goroutine (measured: the first touch of a line
+/// was most of `newproc`'s and `execute`'s cost in the spawn benchmark).
+/// Line 0 holds what every switch touches (status, contexts, stack, M),
+/// line 1 what spawn, park and wake touch, line 2 the entry closure (then
+/// values handed over while parked, then the result).
+#[repr(C, align(64))]
 pub struct G {
+    // Line 0: every switch.
     /// The status word (see the table in the crate docs).
     pub status: StatusWord,
+    /// Who may still use the G once the goroutine finishes: the goroutine,
+    /// its `JoinHandle`, or both (see [`join`]).
+    pub join: JoinWord,
     /// Goroutine id; assigned anew each time the G is reused.
     pub goid: AtomicU64,
-    /// Id of the goroutine that spawned this one (0 for none).
-    pub parent_goid: AtomicU64,
-    /// Where `go` was called (`#[track_caller]`).
-    created_at: AtomicPtr<Location<'static>>,
-    /// Why it waits (a [`WaitReason`] byte), valid while `Waiting`.
-    pub wait_reason: AtomicU8,
-    /// Runtime clock (ns) when it started waiting, 0 if not waiting.
-    pub wait_since: AtomicU64,
-    /// Runtime clock (ns) when it last became runnable (latency metric).
-    pub runnable_since: AtomicU64,
-    /// Set by sysmon or stop-the-world: yield at the next runtime entry.
-    pub preempt: AtomicBool,
-    /// The M this G is locked to (`lock_os_thread`), as an opaque address.
-    pub lockedm: AtomicUsize,
-    /// The M executing this G, as an opaque address (0 when none).
-    pub m: AtomicUsize,
-    /// Word passed by the waker to the woken G (Go's `g.param`): which
-    /// select case fired, or a handoff marker.
-    pub param: AtomicUsize,
-    /// Whether the runtime itself owns this G (not counted as a user G).
-    pub system: AtomicBool,
-    /// The scheduler this G belongs to, as an opaque address.
-    pub sched: AtomicUsize,
-    /// `lock_os_thread` nesting depth (touched only by the G itself).
-    pub lock_count: AtomicU32,
     /// The stack, from the goroutine's first run until it exits (a G
     /// waiting in a run queue to start has none).
     stack: UnsafeCell<Option<Stack>>,
     ctx: UnsafeCell<Option<Context>>,
     back: UnsafeCell<Option<Context>>,
+    /// The M executing this G, as an opaque address (0 when none).
+    pub m: AtomicUsize,
+    /// The M this G is locked to (`lock_os_thread`), as an opaque address.
+    pub lockedm: AtomicUsize,
+    // Line 1: spawn, park, wake.
+    /// Runtime clock (ns) when it last became runnable (latency metric).
+    pub runnable_since: AtomicU64,
+    /// Runtime clock (ns) when it started waiting, 0 if not waiting.
+    pub wait_since: AtomicU64,
+    /// The scheduler this G belongs to, as an opaque address.
+    pub sched: AtomicUsize,
+    /// Word passed by the waker to the woken G (Go's `g.param`): which
+    /// select case fired, or a handoff marker.
+    pub param: AtomicUsize,
+    /// Id of the goroutine that spawned this one (0 for none).
+    pub parent_goid: AtomicU64,
+    /// Where `go` was called (`#[track_caller]`).
+    created_at: AtomicPtr<Location<'static>>,
+    /// A joiner waiting for the result, as an opaque word owned per the
+    /// [`join`] protocol (0 when none).
+    join_waiter: UnsafeCell<usize>,
+    /// `lock_os_thread` nesting depth (touched only by the G itself).
+    pub lock_count: AtomicU32,
+    /// Why it waits (a [`WaitReason`] byte), valid while `Waiting`.
+    pub wait_reason: AtomicU8,
+    /// Set by sysmon or stop-the-world: yield at the next runtime entry.
+    pub preempt: AtomicBool,
+    /// Whether the runtime itself owns this G (not counted as a user G).
+    pub system: AtomicBool,
+    // Line 2: the entry closure, then mail, then the result.
     entry: UnsafeCell<EntrySlot>,
+    /// The sequence number of the goroutine's current mailbox (bumped by
+    /// the goroutine itself when it arms one; never reset, so it never
+    /// repeats for this G). See `gmp_sched::park::Mailbox`.
+    pub mail_seq: AtomicU64,
 }
 
 // SAFETY: the UnsafeCell fields are only touched by the thread that owns the
@@ -482,6 +525,40 @@ impl G {
         // SAFETY: per the contract, nobody writes the field concurrently.
         unsafe { *self.stack.get() }
     }
+    /// Asks the CPU to fetch the G's three cache lines for writing, ahead of
+    /// its reuse: a dead G usually comes back from another CPU, and its
+    /// lines' first touches were most of `newproc`'s cost. A hint only: it
+    /// changes no state and never faults.
+    #[inline(always)]
+    pub fn prefetch_for_write(&self) {
+        G::prefetch_raw(self);
+    }
+
+    /// [`G::prefetch_for_write`] through a raw pointer, which may be stale
+    /// or dangling: a prefetch never dereferences (it is a hint the CPU
+    /// drops for an unmapped address), so any pointer is fine.
+    #[inline(always)]
+    pub fn prefetch_raw(g: *const G) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = g as *const u8;
+            // SAFETY: PREFETCHW only hints the cache: it never faults (not
+            // even on an unmapped address), writes nothing architecturally
+            // visible and touches no flags or registers besides its address
+            // operand. On CPUs without the PRFCHW feature the instruction
+            // is a NOP (0F 0D is reserved-NOP space).
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{0}]",
+                    "prefetchw [{0} + 64]",
+                    "prefetchw [{0} + 128]",
+                    in(reg) p,
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+        }
+    }
+
     /// Where the goroutine was created.
     pub fn created_at(&self) -> Option<&'static Location<'static>> {
         let p = self.created_at.load(Ordering::Acquire);
@@ -556,7 +633,95 @@ impl G {
         // SAFETY: only the running thread touches `entry` (invariant 1); the
         // closure is moved out of the slot before it runs, so the slot is
         // not borrowed while user code runs.
-        unsafe { (*self.entry.get()).run() }
+        unsafe { EntrySlot::run(self.entry.get()) }
+    }
+
+    /// Stores the goroutine's result in the G, in the entry closure's
+    /// buffer (free once the closure started), boxed if it does not fit.
+    ///
+    /// # Safety
+    /// 1. Called by the goroutine itself, from inside its entry closure
+    ///    (which has been moved out of the buffer).
+    /// 2. The slot holds no result, and nobody reads it until the caller
+    ///    publishes it (the [`join`] protocol's `DONE`).
+    /// 3. `R` may move to the thread that takes it (`Send`, or taken on
+    ///    this thread).
+    pub unsafe fn put_result<R>(&self, r: R) {
+        // SAFETY: point 1: the closure was moved out and the vtable taken,
+        // so the buffer holds nothing live; run() holds no reference to it.
+        let p = unsafe { std::ptr::addr_of_mut!((*self.entry.get()).buf) } as *mut u8;
+        if fits_inline::<R>() {
+            // SAFETY: the 8-aligned buffer holds an R (checked above).
+            unsafe { std::ptr::write(p as *mut R, r) };
+        } else {
+            // SAFETY: a pointer fits in the buffer.
+            unsafe { std::ptr::write(p as *mut *mut R, Box::into_raw(Box::new(r))) };
+        }
+    }
+
+    /// Moves the result stored by [`G::put_result`] out of the G.
+    ///
+    /// # Safety
+    /// The slot holds an `R` stored by `put_result` and not yet taken, and
+    /// the caller owns the slot (per the [`join`] protocol).
+    pub unsafe fn take_result<R>(&self) -> R {
+        // SAFETY: per the contract, the buffer holds an R written the same
+        // way (inline or boxed is decided by R alone).
+        unsafe {
+            let p = std::ptr::addr_of_mut!((*self.entry.get()).buf) as *mut u8;
+            if fits_inline::<R>() {
+                std::ptr::read(p as *mut R)
+            } else {
+                *Box::from_raw(std::ptr::read(p as *mut *mut R))
+            }
+        }
+    }
+
+    /// Stores a value handed to this parked goroutine, in the entry
+    /// closure's buffer (boxed if it does not fit).
+    ///
+    /// # Safety
+    /// 1. The goroutine is parked and the caller alone may resume it (it
+    ///    won the status CAS `Waiting -> Runnable` and has not queued it),
+    ///    and its entry closure has started (the buffer holds no closure).
+    /// 2. Nothing else of value is in the buffer (a value left there is
+    ///    overwritten, never dropped), and nobody reads it until the
+    ///    goroutine is resumed.
+    /// 3. `T` may move to the goroutine's thread.
+    pub unsafe fn put_mail<T>(&self, v: T) {
+        // SAFETY: per the contract, as put_result's points 1 and 2 (the
+        // goroutine does not run, so nothing else touches the buffer).
+        unsafe { self.put_result(v) }
+    }
+
+    /// Takes the value stored by [`G::put_mail`].
+    ///
+    /// # Safety
+    /// Called by the goroutine itself after it was resumed by the caller of
+    /// `put_mail`, which stored a `T` not yet taken.
+    pub unsafe fn take_mail<T>(&self) -> T {
+        // SAFETY: per the contract; same layout rule as take_result.
+        unsafe { self.take_result() }
+    }
+
+    /// Stores the joiner's waiter word (opaque to this crate).
+    ///
+    /// # Safety
+    /// The caller owns the waiter slot (per the [`join`] protocol: the
+    /// handle, before it sets `WAITING`).
+    pub unsafe fn set_join_waiter(&self, w: usize) {
+        // SAFETY: per the contract.
+        unsafe { *self.join_waiter.get() = w }
+    }
+
+    /// Takes the joiner's waiter word (0 if none).
+    ///
+    /// # Safety
+    /// The caller owns the waiter slot (per the [`join`] protocol: the
+    /// goroutine after it saw `WAITING`, or the handle otherwise).
+    pub unsafe fn take_join_waiter(&self) -> usize {
+        // SAFETY: per the contract.
+        unsafe { std::mem::replace(&mut *self.join_waiter.get(), 0) }
     }
 
     /// Takes the saved context of this (suspended) G, to resume it.
@@ -635,6 +800,9 @@ impl GRef {
             system: AtomicBool::new(false),
             sched: AtomicUsize::new(0),
             lock_count: AtomicU32::new(0),
+            join: JoinWord::new(),
+            join_waiter: UnsafeCell::new(0),
+            mail_seq: AtomicU64::new(0),
             stack: UnsafeCell::new(None),
             ctx: UnsafeCell::new(None),
             back: UnsafeCell::new(None),
@@ -761,6 +929,39 @@ mod tests {
 
     fn fits_inline_of<F>(_: &F) -> bool {
         fits_inline::<F>()
+    }
+
+    #[test]
+    fn a_g_is_three_cache_lines_in_touch_order() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(align_of::<G>(), 64);
+        assert_eq!(size_of::<G>(), 192);
+        assert_eq!(size_of::<EntrySlot>(), 56);
+        assert_eq!(offset_of!(G, mail_seq), 128 + 56);
+        // Line 0: what every switch touches.
+        for off in [
+            offset_of!(G, status),
+            offset_of!(G, goid),
+            offset_of!(G, ctx),
+            offset_of!(G, back),
+            offset_of!(G, stack),
+            offset_of!(G, m),
+            offset_of!(G, lockedm),
+        ] {
+            assert!(off < 64, "{off}");
+        }
+        // Line 1: spawn, park and wake.
+        for off in [
+            offset_of!(G, runnable_since),
+            offset_of!(G, wait_since),
+            offset_of!(G, param),
+            offset_of!(G, sched),
+            offset_of!(G, preempt),
+            offset_of!(G, wait_reason),
+        ] {
+            assert!((64..128).contains(&off), "{off}");
+        }
+        assert_eq!(offset_of!(G, entry), 128);
     }
 
     #[test]

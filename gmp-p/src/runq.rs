@@ -178,6 +178,13 @@ impl GoRunQueue {
                 .compare_exchange(h, h.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                // The next G out of the ring usually ran or was spawned on
+                // another CPU: start fetching its lines now, while this one
+                // runs (a hint: a thief may take it first, no harm done).
+                #[cfg(not(gmp_loom))]
+                if h.wrapping_add(1) != t {
+                    G::prefetch_raw(self.slot(h.wrapping_add(1)).load(Ordering::Relaxed));
+                }
                 // SAFETY: the slot was published by push and we claimed it.
                 return Some(unsafe { GRef::from_ptr(p) });
             }

@@ -172,6 +172,51 @@ fn empty_check_is_never_wrongly_empty() {
 }
 
 #[test]
+fn runnext_handoffs_race_a_thief_without_loss() {
+    // The owner fills runnext (a plain store when it is empty, a swap
+    // otherwise) and takes it back while a thief keeps stealing it: every
+    // G put comes out exactly once, through the owner or the thief.
+    let (_a, g) = gs(8);
+    let g = Arc::new(g);
+    for _ in 0..20 {
+        let p = Arc::new(new_p());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thief = {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    if let Some(x) = p.steal_runnext() {
+                        got.push(x);
+                    }
+                }
+                got
+            })
+        };
+        let mut mine = Vec::new();
+        let mut puts = 0usize;
+        for round in 0..5_000usize {
+            // One or two hand-offs in a row (the second kicks the first
+            // to the ring), then take what the thief left.
+            for gi in g.iter().skip(round % 4).take(1 + round % 2) {
+                p.runq_put(*gi, true, &mut |_| unreachable!("ring overflow"));
+                puts += 1;
+            }
+            while let Some((x, _)) = p.runq_get() {
+                mine.push(x);
+            }
+        }
+        stop.store(true, Ordering::Release);
+        let stolen = thief.join().unwrap();
+        assert_eq!(
+            mine.len() + stolen.len(),
+            puts,
+            "a G was lost or duplicated"
+        );
+    }
+}
+
+#[test]
 fn free_list_thresholds_follow_go() {
     let (_a, g) = gs(200);
     let p = new_p();

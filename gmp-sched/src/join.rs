@@ -1,63 +1,67 @@
-//! A one-shot, lock-free cell carrying a goroutine's result to its
-//! `JoinHandle`.
+//! Joining a goroutine: its result and its waiting joiner live inside its
+//! G, so spawning a joinable goroutine allocates nothing.
 //!
-//! Two owners share one allocation: the [`Completer`] (moved into the
-//! goroutine) writes the result once; the [`Joiner`] (inside the handle)
-//! waits for it, or detaches. One atomic state word orders them:
+//! [`spawn`] starts a goroutine whose entry closure, after running the
+//! user's function, stores the result in the G ([`G::put_result`](gmp_g::G::put_result), in the
+//! entry closure's own buffer) and publishes it on the G's join word
+//! ([`gmp_g::join`]). The [`Joiner`] (inside the facade's `JoinHandle`)
+//! points to that G. The join word's protocol, documented and
+//! loom-checked in `gmp-g`, keeps the G off the free lists until both the
+//! goroutine has exited and the handle is gone, so the handle's G is always
+//! its own goroutine's (no generation check is needed), and it survives
+//! the runtime's drop if the handle does.
 //!
-//! * `DONE`: the result slot is written (set by the completer, after writing).
-//! * `DETACHED`: the joiner is gone or gave up (set by the joiner).
-//! * `WAITING`: a waiter is registered in the waiter slot (set by the joiner,
-//!   after writing it; for a goroutine, only once it is `Waiting`).
+//! Who owns what: the result slot is the goroutine's until `DONE`, then the
+//! handle's (unless the handle was already `RELEASED`: then the goroutine
+//! takes the result back and disposes of it). The waiter slot is the
+//! handle's until `WAITING`, then the goroutine's, which wakes the waiter
+//! exactly once.
 //!
-//! Who may touch what: the result slot belongs to the completer until it
-//! sets `DONE`, then to the joiner unless `DETACHED` was already set (then
-//! the completer takes it back). The waiter slot belongs to the joiner until
-//! it sets `WAITING`, then to the completer, which wakes the waiter exactly
-//! once. Every transition is a single RMW on the state word with `AcqRel`,
-//! so the owner-to-be always sees the previous owner's writes.
-//!
-//! Rejected: `Arc<Mutex<state>>` (the previous design) took a lock three
-//! or four times per goroutine, plus one at join.
+//! Rejected: a separate `Arc`'d cell per spawn (the previous design): one
+//! `malloc` on the spawning P and one `free` on the exiting one (glibc is
+//! slow at cross-thread frees), and three reference-count RMWs.
 
-use std::cell::UnsafeCell;
+use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::sync::atomic::Ordering;
 
-use gmp_g::WaitReason;
+use gmp_g::join::{Completed, Release};
+use gmp_g::{GRef, WaitReason};
 
 use crate::park::{park, Waiter};
-use crate::proc::gopark;
+use crate::proc::{gopark, newproc_with, SpawnError};
+use crate::sched::Sched;
+use crate::tls;
 
-const DONE: u8 = 1;
-const DETACHED: u8 = 2;
-const WAITING: u8 = 4;
+/// A goroutine's result as the handle receives it: `Err` carries a panic.
+pub type Outcome<T> = std::thread::Result<T>;
 
-struct Cell<T> {
-    state: AtomicU8,
-    result: UnsafeCell<Option<std::thread::Result<T>>>,
-    waiter: UnsafeCell<Option<Waiter>>,
+/// Reports on stderr the panic of a goroutine nobody will join (its id, the
+/// payload); the runtime goes on.
+pub fn report_unjoined(goid: u64, p: &(dyn Any + Send)) {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_string());
+    eprintln!("goroutine {goid} panicked: {msg} (nobody joined it; the runtime continues)");
 }
 
-// SAFETY: the UnsafeCell slots are touched only by their owner of the moment
-// as the module docs define it, ownership passing through AcqRel RMWs on
-// `state`; the result (T: Send) and the waiter move between threads.
-unsafe impl<T: Send> Sync for Cell<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Send for Cell<T> {}
-
-/// The writing half: completes the cell once.
-pub struct Completer<T>(Arc<Cell<T>>);
-
-/// The reading half: joins, polls or detaches.
-pub struct Joiner<T>(Arc<Cell<T>>);
-
-impl<T> fmt::Debug for Completer<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Completer")
-    }
+/// The reading half of a joinable goroutine: joins, polls or detaches.
+/// Dropping it detaches (an unread result is dropped).
+pub struct Joiner<T> {
+    /// `None` once joined or detached.
+    g: Option<GRef>,
+    _result: PhantomData<fn() -> T>,
 }
+
+// SAFETY: a Joiner only moves its goroutine's result (T: Send) to the
+// thread that holds it; the G is shared under the join word's protocol.
+unsafe impl<T: Send> Send for Joiner<T> {}
+// SAFETY: through `&Joiner` only the join word is read (`is_finished`).
+unsafe impl<T: Send> Sync for Joiner<T> {}
 
 impl<T> fmt::Debug for Joiner<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,144 +69,183 @@ impl<T> fmt::Debug for Joiner<T> {
     }
 }
 
-/// A fresh cell's two halves.
-pub fn oneshot<T>() -> (Completer<T>, Joiner<T>) {
-    let c = Arc::new(Cell {
-        state: AtomicU8::new(0),
-        result: UnsafeCell::new(None),
-        waiter: UnsafeCell::new(None),
-    });
-    (Completer(c.clone()), Joiner(c))
+/// Starts a goroutine running `f` on `s` (see [`newproc`](crate::newproc))
+/// and returns its joiner. A panic in `f` is counted in the scheduler's
+/// counters and delivered to the joiner, or reported with
+/// [`report_unjoined`] if the joiner is gone by then. The entry closure
+/// stored in the G is `f` plus one pointer.
+#[inline]
+pub fn spawn<T, F>(
+    s: &Sched,
+    f: F,
+    loc: &'static Location<'static>,
+) -> Result<Joiner<T>, SpawnError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let g = newproc_with(s, loc, true, move |g: GRef| {
+        move || {
+            let r = catch_unwind(AssertUnwindSafe(f));
+            if r.is_err() {
+                if let Some((_, s)) = tls::current() {
+                    s.counters.panics.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            complete(g, r);
+        }
+    })?;
+    Ok(Joiner {
+        g: Some(g),
+        _result: PhantomData,
+    })
 }
 
-impl<T> Completer<T> {
-    /// Stores the result and wakes a waiting joiner. If the joiner has
-    /// detached, nobody will read the result: it is handed back (the caller
-    /// reports a panic nobody will see otherwise).
-    pub fn complete(self, r: std::thread::Result<T>) -> Option<std::thread::Result<T>> {
-        let c = &*self.0;
-        // SAFETY: before DONE the result slot is the completer's, and this
-        // is the only completer (moved in by value, consumed here).
-        unsafe { *c.result.get() = Some(r) };
-        // AcqRel: Release publishes the result to the joiner's Acquire of
-        // DONE; Acquire sees the waiter slot written before WAITING.
-        let prev = c.state.fetch_or(DONE, Ordering::AcqRel);
-        if prev & DETACHED != 0 {
-            // SAFETY: the joiner detached before DONE, so it never reads the
-            // slot: it is still ours.
-            return unsafe { (*c.result.get()).take() };
+/// The goroutine `g`, at the end of its entry closure, hands `r` over.
+#[inline]
+fn complete<T: Send>(g: GRef, r: Outcome<T>) {
+    // The usual detached goroutine: its handle is gone, nobody will read
+    // the result; no store and no RMW.
+    if g.join.is_released() {
+        if let Err(p) = r {
+            report_unjoined(g.id(), &*p);
         }
-        if prev & WAITING != 0 {
-            // SAFETY: WAITING hands the waiter slot to us; the joiner does
-            // not touch it again until it has been woken.
-            let w = unsafe { (*c.waiter.get()).take() };
-            w.expect("a registered joiner").wake();
+        return;
+    }
+    // SAFETY: we are g, inside its entry closure (moved out of the buffer),
+    // and the slot is empty: this is the one completion of this life.
+    unsafe { g.put_result(r) };
+    match g.join.complete() {
+        Completed::Stored => {}
+        Completed::Wake => {
+            // SAFETY: WAITING was set, so the waiter slot is ours; the
+            // handle put a word from `into_word` there, taken once here.
+            let w = unsafe { Waiter::from_word(g.take_join_waiter()) };
+            w.wake();
         }
-        None
+        Completed::Unheld => {
+            // SAFETY: the handle released before DONE: the slot is still
+            // ours and holds the Outcome<T> we just stored.
+            let r: Outcome<T> = unsafe { g.take_result() };
+            if let Err(p) = r {
+                report_unjoined(g.id(), &*p);
+            }
+        }
     }
 }
 
 impl<T> Joiner<T> {
+    fn g(&self) -> GRef {
+        self.g
+            .expect("a joiner is used only until joined or detached")
+    }
+
     /// Whether the result is in.
     pub fn is_finished(&self) -> bool {
-        self.0.state.load(Ordering::Acquire) & DONE != 0
+        self.g.map(|g| g.join.is_done()).unwrap_or(true)
+    }
+
+    /// The goroutine's id (0 once joined or detached).
+    pub fn id(&self) -> u64 {
+        self.g.map(|g| g.id()).unwrap_or(0)
     }
 
     /// Waits for the result (parking the calling goroutine, or blocking the
-    /// calling thread) and takes it. Returns `None` if it was already taken.
-    pub fn join(&self) -> Option<std::thread::Result<T>> {
-        let c = &*self.0;
-        // Acquire: pairs with the completer's Release of DONE.
-        if c.state.load(Ordering::Acquire) & DONE == 0 {
+    /// calling thread) and takes it. Joins once: panics if called again.
+    pub fn join(&mut self) -> Outcome<T> {
+        let g = self.g();
+        if !g.join.is_done() {
             let w = Waiter::current();
             let is_g = w.goroutine().is_some();
             // SAFETY: before WAITING the waiter slot is ours.
-            unsafe { *c.waiter.get() = Some(w) };
-            // AcqRel on success: Release hands the waiter slot to the
-            // completer. On failure the completer set DONE first: it will
-            // never look at the waiter slot, which stays ours.
-            let register = || {
-                c.state
-                    .compare_exchange(0, WAITING, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            };
+            unsafe { g.set_join_waiter(w.into_word()) };
             if is_g {
                 // The goroutine registers only once it is Waiting (in
                 // gopark's unlock step, on its M's stack), so the
-                // completer's wake always finds it parked. A lost race
+                // completion's wake always finds it parked. A lost race
                 // (DONE already) aborts the park.
-                gopark(WaitReason::Join, move |_| register());
-            } else if register() {
+                gopark(WaitReason::Join, move |_| g.join.register_waiter());
+            } else if g.join.register_waiter() {
                 // A thread's wake is a flag: an early wake is not lost.
                 park(WaitReason::Join, || {});
             }
-            // Either woken (the completer took the waiter) or the race was
-            // lost (the slot is still ours): clear whatever is left.
-            // SAFETY: DONE is set now (woken, or the failed CAS saw it), so
-            // the completer is done with the waiter slot.
-            unsafe { *c.waiter.get() = None };
+            // Woken (the completion took the waiter) or the race was lost
+            // (the word is still ours): drop what is left.
+            // SAFETY: DONE is set now (woken, or the failed registration saw
+            // it), so the completion is done with the waiter slot.
+            let left = unsafe { g.take_join_waiter() };
+            if left != 0 {
+                // SAFETY: our own word from into_word, never handed over.
+                drop(unsafe { Waiter::from_word(left) });
+            }
         }
-        // Acquire: pairs with the completer's Release of DONE.
-        let s = c.state.load(Ordering::Acquire);
-        debug_assert!(s & DONE != 0 && s & DETACHED == 0);
-        // SAFETY: DONE is set and we have not detached: the slot is ours.
-        unsafe { (*c.result.get()).take() }
+        debug_assert!(g.join.is_done());
+        // SAFETY: DONE is set (Acquire) and we have not released: the slot
+        // is ours and holds the goroutine's Outcome<T>.
+        let r = unsafe { g.take_result() };
+        self.g = None;
+        let rel = g.join.release(true).expect("the result was taken");
+        dispose(g, rel);
+        r
     }
 
     /// Gives up on the result. If it is already in (and was not taken by
     /// [`join`](Self::join)), it is returned for the caller to dispose of;
-    /// otherwise the completer will hand it back to the goroutine.
-    pub fn detach(&self) -> Option<std::thread::Result<T>> {
-        let c = &*self.0;
-        // AcqRel: Acquire sees the result if DONE was set first; Release
-        // tells the completer the slot is its own again.
-        let prev = c.state.fetch_or(DETACHED, Ordering::AcqRel);
-        if prev & (DONE | DETACHED) == DONE {
-            // SAFETY: DONE was set before we detached: the slot is ours.
-            unsafe { (*c.result.get()).take() }
-        } else {
-            None
-        }
+    /// otherwise the goroutine disposes of it.
+    pub fn detach(&mut self) -> Option<Outcome<T>> {
+        let g = self.g.take()?;
+        let mut taken = None;
+        let rel = loop {
+            match g.join.release(taken.is_some()) {
+                Some(rel) => break rel,
+                // SAFETY: DONE is set (release's Acquire saw it) and we
+                // have not released: the slot is ours, taken once.
+                None => taken = Some(unsafe { g.take_result() }),
+            }
+        };
+        dispose(g, rel);
+        taken
     }
 }
 
-#[cfg(all(test, not(gmp_loom)))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn result_reaches_a_thread_joiner_whatever_the_order() {
-        // Completer first.
-        let (tx, rx) = oneshot::<u32>();
-        assert!(!rx.is_finished());
-        assert!(tx.complete(Ok(5)).is_none());
-        assert!(rx.is_finished());
-        assert_eq!(rx.join().unwrap().unwrap(), 5);
-        assert!(rx.detach().is_none(), "taken once");
-        // Joiner first, from a plain thread that blocks.
-        for _ in 0..100 {
-            let (tx, rx) = oneshot::<String>();
-            let t = std::thread::spawn(move || tx.complete(Ok("hi".to_string())));
-            assert_eq!(rx.join().unwrap().unwrap(), "hi");
-            assert!(t.join().unwrap().is_none());
-        }
+impl<T> Drop for Joiner<T> {
+    fn drop(&mut self) {
+        drop(self.detach());
     }
+}
 
-    #[test]
-    fn detached_results_go_back_to_whoever_holds_them() {
-        // Detached before completion: the completer gets it back.
-        let (tx, rx) = oneshot::<u32>();
-        assert!(rx.detach().is_none());
-        assert_eq!(tx.complete(Ok(3)).unwrap().unwrap(), 3);
-        // Detached after completion: the joiner gets it back.
-        let (tx, rx) = oneshot::<u32>();
-        assert!(tx.complete(Ok(4)).is_none());
-        assert_eq!(rx.detach().unwrap().unwrap(), 4);
-        // Dropping both halves drops an untaken result.
-        let v = Arc::new(());
-        let (tx, rx) = oneshot::<Arc<()>>();
-        assert!(tx.complete(Ok(v.clone())).is_none());
-        drop(rx);
-        assert_eq!(Arc::strong_count(&v), 1);
+/// What the handle does with its G after releasing it.
+fn dispose(g: GRef, rel: Release) {
+    match rel {
+        Release::Kept => {}
+        Release::Recycle => {
+            let gs = g.sched.load(Ordering::Acquire) as *const Sched;
+            match tls::current() {
+                Some((_, s)) if std::ptr::eq(s, gs) => {
+                    // Our M keeps the scheduler alive.
+                    g.join.recycled();
+                    s.gfree.put(g);
+                }
+                _ => {
+                    // SAFETY: the scheduler's memory is alive: its drop
+                    // waits while we hold RECYCLING (JoinWord::orphan), and
+                    // the Weak in self_ref keeps the Arc allocation.
+                    let sched = unsafe { &*gs }
+                        .self_ref
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .upgrade();
+                    g.join.recycled();
+                    // Without a strong reference the scheduler is being
+                    // dropped, and frees the (released) G itself.
+                    if let Some(s) = sched {
+                        s.gfree.put(g);
+                    }
+                }
+            }
+        }
+        // SAFETY: the scheduler is gone and left the G to us (ORPHAN); no
+        // thread runs it and nothing else refers to it.
+        Release::Free => unsafe { g.free() },
     }
 }

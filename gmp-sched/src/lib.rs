@@ -31,6 +31,10 @@
 //! * [`gopark`]/[`goready`] are the only way goroutines block and wake: the
 //!   park's unlock function runs on the scheduler stack after the G's status
 //!   is `Waiting`, so a waker can never ready a G whose context is not saved.
+//!   A [`park::Mailbox`] splits `goready` in two so that a waker can hand a
+//!   value straight into the parked G (Go's `sudog.elem`).
+//! * [`join`] keeps a goroutine's result and joiner inside its G; the G is
+//!   recycled when both the goroutine and its handle are done with it.
 //! * [`blocking`] is Go's `entersyscall`/`exitsyscall`; the P is retaken by
 //!   sysmon through the [`Sysmon`] seam.
 //! * [`Sched::set_gomaxprocs`] stops the world and runs `procresize`.

@@ -415,7 +415,10 @@ fn gdestroy(s: &Sched, m: &M, g: GRef) {
     }
     g.wait_reason.store(0, Ordering::Relaxed);
     g.preempt.store(false, Ordering::Relaxed);
-    if g.lockedm.swap(0, Ordering::AcqRel) != 0 {
+    // Only the G itself (lock_os_thread) and we write lockedm, so a load
+    // and a store, not a locked swap on every exit.
+    if g.lockedm.load(Ordering::Relaxed) != 0 {
+        g.lockedm.store(0, Ordering::Release);
         m.lockedg.store(std::ptr::null_mut(), Ordering::Release);
     }
     // Goroutine counts are per-P (owner-written, no shared cache line on
@@ -423,16 +426,24 @@ fn gdestroy(s: &Sched, m: &M, g: GRef) {
     // SAFETY: the G is Dead and its M (us, on g0) owns it; it switched out
     // for the last time, so nothing runs on its stack.
     let stack = unsafe { g.take_stack() }.expect("an exiting goroutine has a stack");
+    // Last touch of the G by its goroutine's side: from here a live
+    // JoinHandle may recycle it (gmp_g::join). If the handle is gone, the
+    // G is ours to recycle now.
+    let recycle = g.join.exit();
     match mp(m) {
         Some(p) => {
             p.stats.bump_owner(&p.stats.exited);
             p.stack_put(stack, &s.gfree);
-            p.gfput(g, &s.gfree);
+            if recycle {
+                p.gfput(g, &s.gfree);
+            }
         }
         None => {
             s.ngoroutine.fetch_sub(1, Ordering::AcqRel);
             s.gfree.put_stack(stack);
-            s.gfree.put(g);
+            if recycle {
+                s.gfree.put(g);
+            }
         }
     }
 }
@@ -1039,6 +1050,24 @@ pub fn newproc<F: FnOnce() + Send + 'static>(
     f: F,
     loc: &'static Location<'static>,
 ) -> Result<GRef, SpawnError> {
+    newproc_with(s, loc, false, move |_| f)
+}
+
+/// [`newproc`] with the entry closure built from the new G by `build`
+/// (before the G is published). With `handle`, the G gets a join handle's
+/// share of it (see [`gmp_g::join`]): its exit does not recycle it until
+/// the handle is released ([`crate::join`]).
+#[inline]
+pub(crate) fn newproc_with<F, B>(
+    s: &Sched,
+    loc: &'static Location<'static>,
+    handle: bool,
+    build: B,
+) -> Result<GRef, SpawnError>
+where
+    F: FnOnce() + Send + 'static,
+    B: FnOnce(GRef) -> F,
+{
     if s.is_shutdown() {
         return Err(SpawnError::Shutdown);
     }
@@ -1048,8 +1077,9 @@ pub fn newproc<F: FnOnce() + Send + 'static>(
     let _rt = cur.map(|(m, _)| RtSection::enter(m));
     let local_p = cur.and_then(|(m, _)| mp(m));
     let g = newproc_g(s, local_p)?;
+    g.join.reset(handle);
     // SAFETY: g is Idle (new) or Dead (from a free list), unpublished: ours.
-    unsafe { g.prepare(f) };
+    unsafe { g.prepare(build(g)) };
     newproc_publish(s, g, cur, local_p, loc);
     Ok(g)
 }
@@ -1167,6 +1197,12 @@ pub fn goready(g: GRef) {
     if let Err(e) = g.status.cas(Status::Waiting, Status::Runnable) {
         panic!("gmp: goready of goroutine {}: {e}", g.id());
     }
+    queue_readied(g);
+}
+
+/// `goready`'s second half: queues `g`, which the caller moved `Waiting ->
+/// Runnable` (and so alone may queue).
+pub(crate) fn queue_readied(g: GRef) {
     let gs = g.sched.load(Ordering::Acquire) as *const Sched;
     // SAFETY: a G records the Sched that created it, which outlives it (a
     // Sched with parked Gs at shutdown is never freed: Sched::shutdown).

@@ -535,8 +535,13 @@ impl Drop for Sched {
         // Every M thread holds an Arc<Sched>, so reaching here means all of
         // them have exited: no stack is in use (gmp-stack invariant 2).
         for g in self.allgs.get_mut().unwrap().drain(..) {
-            // SAFETY: no thread runs any G any more, and the allgs list holds
-            // the only owning reference.
+            // A G whose JoinHandle lives on is left to the handle, which
+            // frees it when released (gmp_g::join).
+            if g.join.orphan() {
+                continue;
+            }
+            // SAFETY: no thread runs any G any more, the allgs list holds
+            // the only owning reference, and no handle holds it.
             unsafe { g.free() };
         }
         for slot in self.allp.iter() {

@@ -91,7 +91,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gmp_g::WaitReason;
-use gmp_sched::park::{consume_thread_wake, park, park_thread_timeout, Waiter};
+use gmp_sched::park::{consume_thread_wake, park, park_thread_timeout, Waiter, Wake};
 use gmp_sched::time::{start_timer, FnTimer};
 
 use crate::channel::{
@@ -136,10 +136,10 @@ pub trait SelectCase {
     fn locked_state(&mut self) -> &mut dyn Any;
     /// Pass 0: if the channel looks ready (lock-free hint), locks it alone
     /// and completes the operation if it can, then unlocks.
-    fn poll_alone(&mut self) -> Option<Option<Waiter>>;
+    fn poll_alone(&mut self) -> Option<Option<Wake>>;
     /// Pass 1: completes the operation if it can. `owner` is the locked
     /// state when another case holds this channel's lock.
-    fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>>;
+    fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Wake>>;
     /// Pass 2: queues this case as `case` of the select `sel`.
     fn register(&mut self, owner: Option<&mut dyn Any>, sel: &SelHandle<'_>, case: usize);
     /// Pass 3: takes the completion (`won`) or removes the entry.
@@ -245,7 +245,7 @@ impl<T: 'static> SelectCase for RecvCase<'_, T> {
             .as_deref_mut()
             .expect("gmp: select case not locked")
     }
-    fn poll_alone(&mut self) -> Option<Option<Waiter>> {
+    fn poll_alone(&mut self) -> Option<Option<Wake>> {
         let c = self.rx.chan.as_ref()?;
         if !c.may_recv() {
             return None;
@@ -254,7 +254,7 @@ impl<T: 'static> SelectCase for RecvCase<'_, T> {
         self.result = Some(r);
         Some(w)
     }
-    fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>> {
+    fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Wake>> {
         let st = state_of(&mut self.guard, owner);
         let (r, w) = st.try_recv()?;
         self.result = Some(r);
@@ -302,7 +302,7 @@ impl<T: 'static> SelectCase for SendCase<'_, T> {
             .as_deref_mut()
             .expect("gmp: select case not locked")
     }
-    fn poll_alone(&mut self) -> Option<Option<Waiter>> {
+    fn poll_alone(&mut self) -> Option<Option<Wake>> {
         if !self.tx.chan.may_send() {
             return None;
         }
@@ -311,7 +311,7 @@ impl<T: 'static> SelectCase for SendCase<'_, T> {
         self.guard = None;
         w
     }
-    fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Waiter>> {
+    fn poll(&mut self, owner: Option<&mut dyn Any>) -> Option<Option<Wake>> {
         let cap = self.tx.chan.cap;
         let st = state_of(&mut self.guard, owner);
         let v = self.value.take().expect("gmp: send case without a value");

@@ -1,10 +1,9 @@
 //! Spawning goroutines and joining them.
 
-use std::any::Any;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::panic::Location;
 
-use gmp_sched::join::{oneshot, Joiner};
+use gmp_sched::join::{report_unjoined, Joiner};
 use gmp_sched::{Sched, SpawnError};
 
 /// An owned permission to join a goroutine (like `std::thread::JoinHandle`).
@@ -21,23 +20,12 @@ impl<T> fmt::Debug for JoinHandle<T> {
     }
 }
 
-fn report(goid: u64, p: &(dyn Any + Send)) {
-    let msg = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "Box<dyn Any>".to_string());
-    eprintln!("goroutine {goid} panicked: {msg} (nobody joined it; the runtime continues)");
-}
-
 impl<T> JoinHandle<T> {
     /// Waits for the goroutine to finish; `Err` carries its panic. Parks
     /// only the calling goroutine (or blocks the calling plain thread).
-    pub fn join(self) -> std::thread::Result<T> {
+    pub fn join(mut self) -> std::thread::Result<T> {
         gmp_sched::check_preempt();
-        self.inner
-            .join()
-            .expect("a goroutine's result is taken only by join, which consumes the handle")
+        self.inner.join()
     }
     /// Whether the goroutine has finished.
     pub fn is_finished(&self) -> bool {
@@ -52,7 +40,7 @@ impl<T> JoinHandle<T> {
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         if let Some(Err(p)) = self.inner.detach() {
-            report(self.goid, &*p);
+            report_unjoined(self.goid, &*p);
         }
     }
 }
@@ -62,26 +50,9 @@ pub(crate) fn spawn_on<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
     loc: &'static Location<'static>,
 ) -> Result<JoinHandle<T>, SpawnError> {
-    let (tx, rx) = oneshot();
-    let entry = move || {
-        let r = catch_unwind(AssertUnwindSafe(f));
-        if r.is_err() {
-            gmp_sched::with_current_sched(|s| {
-                s.counters
-                    .panics
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            });
-        }
-        if let Some(Err(p)) = tx.complete(r) {
-            let goid = gmp_sched::current_g().map(|g| g.id()).unwrap_or(0);
-            report(goid, &*p);
-        }
-    };
-    let g = gmp_sched::newproc(s, entry, loc)?;
-    Ok(JoinHandle {
-        inner: rx,
-        goid: g.id(),
-    })
+    let inner = gmp_sched::join::spawn(s, f, loc)?;
+    let goid = inner.id();
+    Ok(JoinHandle { inner, goid })
 }
 
 /// Starts a goroutine running `f` on the current runtime (Go's `go f()`).

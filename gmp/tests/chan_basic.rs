@@ -325,3 +325,78 @@ fn handles_are_send_and_sync() {
     both::<gmp::sync::WaitGroup>();
     both::<gmp::sync::Once>();
 }
+
+/// A parked goroutine receiver gets its value straight from the sender
+/// (a mailbox in its G); big values, thread receivers and select receivers
+/// take the locked path. Mixed on one channel, every value arrives exactly
+/// once and is dropped exactly once.
+#[test]
+fn direct_handoff_to_parked_receivers_mixes_with_every_other_kind() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    struct V(u64, [u64; 2], Arc<AtomicUsize>);
+    impl Drop for V {
+        fn drop(&mut self) {
+            self.2.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    const N: u64 = 4000;
+    let drops = Arc::new(AtomicUsize::new(0));
+    let r = rt(2);
+    let (tx, rx) = gmp::chan::<V>(0);
+    let (btx, brx) = gmp::chan::<[u64; 16]>(0); // too big for a mailbox
+    let thread_rx = rx.clone();
+    let t = std::thread::spawn(move || {
+        let mut s = 0;
+        while let Ok(v) = thread_rx.recv() {
+            s += v.0;
+        }
+        s
+    });
+    let d = drops.clone();
+    let (sum, big) = r.block_on(move || {
+        let recvs: Vec<_> = (0..3)
+            .map(|k| {
+                let rx = rx.clone();
+                gmp::go(move || {
+                    let mut s = 0;
+                    loop {
+                        let v = if k == 0 {
+                            gmp::select! {
+                                recv(rx) -> v => v,
+                            }
+                        } else {
+                            rx.recv()
+                        };
+                        match v {
+                            Ok(v) => s += v.0 + v.1[1],
+                            Err(_) => return s,
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(rx);
+        let bigr = gmp::go(move || {
+            let mut s = 0;
+            while let Ok(b) = brx.recv() {
+                s += b[15];
+            }
+            s
+        });
+        for i in 0..N {
+            tx.send(V(i, [0, 0], d.clone())).unwrap();
+            if i % 8 == 0 {
+                btx.send([i; 16]).unwrap();
+            }
+        }
+        drop(tx);
+        drop(btx);
+        let s: u64 = recvs.into_iter().map(|h| h.join().unwrap()).sum();
+        (s, bigr.join().unwrap())
+    });
+    let total = sum + t.join().unwrap();
+    assert_eq!(total, N * (N - 1) / 2);
+    assert_eq!(big, (0..N).step_by(8).sum::<u64>());
+    assert_eq!(drops.load(Ordering::Relaxed), N as usize);
+}

@@ -456,3 +456,131 @@ fn waking_a_goroutine_of_a_dropped_runtime_is_harmless() {
     assert!(sent, "the parked receiver takes the value");
     assert_eq!(r2.block_on(|| gmp::go(|| 5u32).join().unwrap()), 5);
 }
+
+/// A result that counts its drops, to check that every result is dropped
+/// exactly once whoever ends up holding it.
+struct Counted(u64, Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The join state lives in the G: the handle and the goroutine race to let
+/// go of it (join or drop before, during or after the goroutine's exit),
+/// from goroutines and from plain threads. Every result reaches its joiner
+/// or is dropped exactly once, and a G recycled by either side is never
+/// confused with the next goroutine that reuses it (ids and values match).
+#[test]
+fn join_handles_race_goroutine_exits_without_loss_or_confusion() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let r = rt(2);
+    const N: u64 = 20_000;
+    let d = drops.clone();
+    let (joined, from_threads) = r.block_on(move || {
+        let mut joined = 0u64;
+        let mut keep = Vec::new();
+        for i in 0..N {
+            let d = d.clone();
+            let h = gmp::go(move || Counted(i, d));
+            match i % 4 {
+                // Dropped at once (usually before it runs).
+                0 => drop(h),
+                // Joined at once.
+                1 => {
+                    let id = h.id();
+                    let v = h.join().unwrap();
+                    assert_eq!(v.0, i, "goroutine {id} returned another's value");
+                    joined += 1;
+                }
+                // Kept: dropped or joined later, after it exited.
+                _ => keep.push((i, h)),
+            }
+        }
+        // Hand half of the kept handles to plain threads.
+        let mut mine = Vec::new();
+        let mut theirs = Vec::new();
+        for (k, (i, h)) in keep.into_iter().enumerate() {
+            if k % 2 == 0 {
+                mine.push((i, h));
+            } else {
+                theirs.push((i, h));
+            }
+        }
+        let t = std::thread::spawn(move || {
+            let mut n = 0u64;
+            for (i, h) in theirs {
+                if i % 3 == 0 {
+                    drop(h);
+                } else {
+                    assert_eq!(h.join().unwrap().0, i);
+                    n += 1;
+                }
+            }
+            n
+        });
+        for (i, h) in mine {
+            if i % 3 == 0 {
+                drop(h);
+            } else {
+                assert_eq!(h.join().unwrap().0, i);
+                joined += 1;
+            }
+        }
+        let from_threads = gmp::blocking(move || t.join().unwrap());
+        (joined, from_threads)
+    });
+    assert!(joined > 0 && from_threads > 0);
+    // Detached results are dropped by their goroutines, which may still be
+    // finishing; wait for them in a fresh batch on the same runtime.
+    r.block_on(|| {
+        for _ in 0..100 {
+            gmp::yield_now();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while drops.load(Ordering::Relaxed) < N as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        drops.load(Ordering::Relaxed),
+        N as usize,
+        "each result dropped once"
+    );
+    // Gs released by handles were recycled: the runtime still spawns fine.
+    assert_eq!(r.block_on(|| gmp::go(|| 3u8).join().unwrap()), 3);
+}
+
+/// A handle may outlive its runtime: joining it afterwards gets the result
+/// (the runtime's drop leaves the G to the handle), and dropping it frees
+/// the G and the result.
+#[test]
+fn join_handles_outlive_their_runtime() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let r = rt(2);
+    let d = drops.clone();
+    let hs: Vec<_> = (0..100u64)
+        .map(|i| {
+            let d = d.clone();
+            r.spawn(move || Counted(i, d))
+        })
+        .collect();
+    while !hs.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Give the goroutines time to exit after completing.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(r);
+    let mut n = 0;
+    for (i, h) in hs.into_iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(h.join().unwrap().0, i as u64);
+            n += 1;
+        } else {
+            drop(h);
+        }
+    }
+    assert_eq!(n, 50);
+    assert_eq!(drops.load(Ordering::Relaxed), 100);
+}

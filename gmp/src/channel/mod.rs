@@ -65,7 +65,13 @@
 //!   `runnext`, as in Go. The woken operation re-takes the lock once to
 //!   collect its completion (a value, "sent", or "closed") — except a
 //!   goroutine sender whose value was taken, which is told through its
-//!   `g.param` (Go's `gp.param`) and returns without touching the lock.
+//!   `g.param` (Go's `gp.param`), and a plain goroutine receiver, whose
+//!   sender (or closer) hands the value over through a
+//!   `Mailbox` in the receiver's G (Go's
+//!   `sudog.elem`): both return without touching the lock. The mailbox's
+//!   delivery wins the receiver's `Waiting -> Runnable` CAS under the lock
+//!   and only queues it after the unlock. Values that do not fit in the G
+//!   (over 48 bytes) take the locked path.
 //! * **Lock-free fast fails** (Go's `empty`/`full` checks): every unlock
 //!   publishes the buffer length, the queue lengths and the closed flag to
 //!   atomics, so a `try_recv` on an empty open channel or a `try_send` on a
@@ -97,7 +103,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gmp_g::WaitReason;
-use gmp_sched::park::{park, Waiter};
+use gmp_sched::park::{park, Mail, Mailbox, Waiter, Wake};
 
 use crate::select::{block_forever, park_on};
 pub(crate) use state::{Done, SelState, State, Who, PARAM_SENT, TIMEOUT_CASE};
@@ -456,7 +462,7 @@ impl<T> Chan<T> {
 }
 
 #[inline]
-pub(crate) fn wake(w: Option<Waiter>) {
+pub(crate) fn wake(w: Option<Wake>) {
     if let Some(w) = w {
         w.wake();
     }
@@ -555,7 +561,12 @@ impl<T> Sender<T> {
                 // A receiver that took our value said so in g.param (the
                 // common case: no need to take the lock again).
                 if let Some(g) = me {
-                    if g.param.swap(0, Ordering::Acquire) == PARAM_SENT {
+                    // Acquire: pairs with the receiver's Release store (the
+                    // goready after it also orders it). Only our waker wrote
+                    // it, and it is done: a plain store clears it, no
+                    // locked swap.
+                    if g.param.load(Ordering::Acquire) == PARAM_SENT {
+                        g.param.store(0, Ordering::Relaxed);
                         return Ok(());
                     }
                 }
@@ -685,6 +696,17 @@ impl<T> Receiver<T> {
             drop(st);
             wake(w);
             return r;
+        }
+        // A goroutine gets the value (or the close) straight from its
+        // waker, without taking the lock again.
+        if let Some((mb, d)) = Mailbox::<T>::arm() {
+            st.register_recv_mail(d);
+            park(WaitReason::ChanReceive, move || drop(st));
+            return match mb.take() {
+                Mail::Value(v) => Ok(v),
+                Mail::Closed => Err(RecvError),
+                Mail::Empty => unreachable!("gmp: a woken receive has no value"),
+            };
         }
         let id = st.register_recv(Who::Plain(Waiter::current()));
         park(WaitReason::ChanReceive, move || drop(st));

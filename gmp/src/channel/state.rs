@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use gmp_sched::park::Waiter;
+use gmp_sched::park::{Delivery, Waiter, Wake};
 
 use super::RecvError;
 
@@ -162,6 +162,15 @@ impl Who {
     }
 }
 
+/// Who waits in a receive entry: a claimable waiter, or a plain goroutine
+/// receiver with a mailbox the sender fills directly (Go's `sudog.elem`),
+/// so that it need not re-take the lock once woken.
+#[derive(Debug)]
+enum RecvWho<T> {
+    Who(Who),
+    Mail(Delivery<T>),
+}
+
 /// `g.param` value telling a plain sender that its value was taken.
 pub(crate) const PARAM_SENT: usize = 1;
 
@@ -181,9 +190,9 @@ fn sent<T>(done: &mut Vec<(u64, Done<T>)>, id: u64, plain: bool, w: &Option<Wait
 
 /// A parked receiver (Go's `sudog` on `recvq`).
 #[derive(Debug)]
-pub(crate) struct RecvEntry {
+pub(crate) struct RecvEntry<T> {
     id: u64,
-    who: Who,
+    who: RecvWho<T>,
 }
 
 /// A parked sender with the value it offers.
@@ -215,7 +224,7 @@ pub(crate) enum Done<T> {
 pub(crate) struct State<T> {
     pub(crate) buf: VecDeque<T>,
     pub(crate) closed: bool,
-    recvq: VecDeque<RecvEntry>,
+    recvq: VecDeque<RecvEntry<T>>,
     sendq: VecDeque<SendEntry<T>>,
     done: Vec<(u64, Done<T>)>,
     next_id: u64,
@@ -238,7 +247,7 @@ impl<T> State<T> {
     /// Go's `chanrecv` under the lock. `None`: it would block.
     /// `Some((result, wake))`: done; wake `wake` after unlocking.
     #[inline]
-    pub(crate) fn try_recv(&mut self) -> Option<(Result<T, RecvError>, Option<Waiter>)> {
+    pub(crate) fn try_recv(&mut self) -> Option<(Result<T, RecvError>, Option<Wake>)> {
         if let Some(v) = self.buf.pop_front() {
             // A full buffer with parked senders: move the first live one's
             // value to the tail, so FIFO order is kept (Go's `recv`).
@@ -249,7 +258,7 @@ impl<T> State<T> {
                     Some(w) => {
                         self.buf.push_back(e.value);
                         sent(&mut self.done, e.id, plain, &w);
-                        wake = w;
+                        wake = w.map(Wake::Waiter);
                         break;
                     }
                     None => self.done.push((e.id, Done::Unsent(e.value))),
@@ -266,7 +275,7 @@ impl<T> State<T> {
             match e.who.claim() {
                 Some(w) => {
                     sent(&mut self.done, e.id, plain, &w);
-                    return Some((Ok(e.value), w));
+                    return Some((Ok(e.value), w.map(Wake::Waiter)));
                 }
                 None => self.done.push((e.id, Done::Unsent(e.value))),
             }
@@ -277,15 +286,24 @@ impl<T> State<T> {
     /// Go's `chansend` under the lock. `Ok(wake)`: sent. `Err((v, true))`:
     /// closed. `Err((v, false))`: it would block.
     #[inline]
-    pub(crate) fn try_send(&mut self, v: T, cap: usize) -> Result<Option<Waiter>, (T, bool)> {
+    pub(crate) fn try_send(&mut self, v: T, cap: usize) -> Result<Option<Wake>, (T, bool)> {
         if self.closed {
             return Err((v, true));
         }
         // A parked receiver implies an empty buffer: hand the value over.
+        let mut v = v;
         while let Some(e) = self.recvq.pop_front() {
-            if let Some(w) = e.who.claim() {
-                self.done.push((e.id, Done::Recv(v)));
-                return Ok(w);
+            match e.who {
+                RecvWho::Mail(d) => match d.deliver(v) {
+                    Ok(r) => return Ok(Some(Wake::Ready(r))),
+                    Err(back) => v = back,
+                },
+                RecvWho::Who(who) => {
+                    if let Some(w) = who.claim() {
+                        self.done.push((e.id, Done::Recv(v)));
+                        return Ok(w.map(Wake::Waiter));
+                    }
+                }
             }
         }
         if self.buf.len() < cap {
@@ -297,23 +315,28 @@ impl<T> State<T> {
 
     /// Go's `closechan` under the lock: releases every parked operation.
     /// Returns whether this call closed it, and whom to wake.
-    pub(crate) fn close(&mut self) -> (bool, Vec<Waiter>) {
+    pub(crate) fn close(&mut self) -> (bool, Vec<Wake>) {
         if self.closed {
             return (false, Vec::new());
         }
         self.closed = true;
         let mut wake = Vec::new();
         for e in std::mem::take(&mut self.recvq) {
-            if let Some(w) = e.who.claim() {
-                self.done.push((e.id, Done::RecvClosed));
-                wake.extend(w);
+            match e.who {
+                RecvWho::Mail(d) => wake.extend(d.close().map(Wake::Ready)),
+                RecvWho::Who(who) => {
+                    if let Some(w) = who.claim() {
+                        self.done.push((e.id, Done::RecvClosed));
+                        wake.extend(w.map(Wake::Waiter));
+                    }
+                }
             }
         }
         for e in std::mem::take(&mut self.sendq) {
             match e.who.claim() {
                 Some(w) => {
                     self.done.push((e.id, Done::SendClosed(e.value)));
-                    wake.extend(w);
+                    wake.extend(w.map(Wake::Waiter));
                 }
                 None => self.done.push((e.id, Done::Unsent(e.value))),
             }
@@ -331,8 +354,22 @@ impl<T> State<T> {
     #[inline]
     pub(crate) fn register_recv(&mut self, who: Who) -> u64 {
         let id = self.next_id();
-        self.recvq.push_back(RecvEntry { id, who });
+        self.recvq.push_back(RecvEntry {
+            id,
+            who: RecvWho::Who(who),
+        });
         id
+    }
+
+    /// Parks a plain goroutine receiver with a mailbox at the tail of
+    /// `recvq`: a sender hands it the value directly (or close tells it).
+    #[inline]
+    pub(crate) fn register_recv_mail(&mut self, d: Delivery<T>) {
+        let id = self.next_id();
+        self.recvq.push_back(RecvEntry {
+            id,
+            who: RecvWho::Mail(d),
+        });
     }
 
     /// Parks a sender and its value at the tail of `sendq`.
