@@ -72,16 +72,21 @@
 //!    then fails and the park is abandoned. So we are woken exactly once,
 //!    and we never hold a channel lock while switching stacks. A timeout is
 //!    one more claimer (a runtime timer, or a timed park on a plain thread).
-//! 7. **Cleanup**: for each case, lock its channel alone and either collect
-//!    the winner's completion or remove our entry (Go issue 2075: an entry
-//!    left behind would swallow a later send). Once our claim word is set no
-//!    waker will take any other entry, so the cleanup need not hold the
-//!    locks together.
+//! 7. **Cleanup**: the chosen case locks its channel alone and collects
+//!    the winner's completion; a losing send case locks its channel alone to
+//!    take its entry (and value) back. A losing *receive* case takes no lock
+//!    at all: its entry stays queued, dead — our claim word is set for good,
+//!    so no waker can claim it (Go issue 2075: a live entry left behind
+//!    would swallow a later send) — and whoever meets it next drops it: a
+//!    sender popping it, a close, or the next registration on that channel,
+//!    which also sweeps the queue so dead entries stay bounded
+//!    (`State::register_recv`). Go's pass 3 locks every channel again to
+//!    dequeue; for the usual all-receive select we lock one.
 //!
 //! Nothing is lost: a value moves (under a lock) from a sender to exactly
 //! one receiver, and only the unique claimer of a select moves a value into
 //! or out of it. Nothing is duplicated: every entry is removed by exactly
-//! one party (its claimer, a loser that found it dead, or its owner).
+//! one party (its claimer, whoever finds it dead, or its owner).
 
 use std::any::Any;
 use std::cell::Cell;
@@ -268,15 +273,15 @@ impl<T: 'static> SelectCase for RecvCase<'_, T> {
         let (Some(id), Some(c)) = (self.id.take(), self.rx.chan.as_ref()) else {
             return;
         };
-        let mut st = c.lock();
+        // A losing entry stays queued, dead (our claim word is set); the
+        // next sender, close or registration on that channel drops it
+        // (`State::register_recv`). No lock taken.
         if won {
-            self.result = Some(match st.take_done(id) {
+            self.result = Some(match c.lock().take_done(id) {
                 Some(Done::Recv(v)) => Ok(v),
                 Some(Done::RecvClosed) => Err(RecvError),
                 _ => unreachable!("gmp: a chosen receive case has no completion"),
             });
-        } else {
-            st.unregister_recv(id);
         }
     }
     fn set_selected(&mut self) {

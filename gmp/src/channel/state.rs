@@ -108,6 +108,16 @@ impl SelState {
         debug_assert!(s != 0, "select woken without a claimed case");
         s.wrapping_sub(1)
     }
+    /// Whether some case was claimed: every queue entry of this select is
+    /// dead for good (the claim is never undone while an entry holds this
+    /// `Arc`, since reuse needs it unique).
+    #[inline]
+    fn is_claimed(&self) -> bool {
+        // Relaxed: only decides whether to drop a dead entry; a stale
+        // "unclaimed" keeps it one more round, and no data is read on
+        // the strength of a "claimed".
+        self.state.load(Ordering::Relaxed) >> 1 != 0
+    }
     /// The timer's claim: wakes the owner if it was asleep.
     pub(crate) fn fire_timeout(&self) {
         if let Some(Some(w)) = self.claim(TIMEOUT_CASE) {
@@ -151,6 +161,12 @@ pub(crate) enum Who {
 }
 
 impl Who {
+    /// Whether this is a select entry whose select is already decided:
+    /// no waker can claim it any more.
+    #[inline]
+    fn is_dead(&self) -> bool {
+        matches!(self, Who::Select(s, _) if s.is_claimed())
+    }
     /// `None`: a dead select entry (drop it). `Some(w)`: claimed; wake `w`
     /// (if any) after unlocking.
     #[inline]
@@ -219,7 +235,14 @@ pub(crate) struct State<T> {
     sendq: VecDeque<SendEntry<T>>,
     done: Vec<(u64, Done<T>)>,
     next_id: u64,
+    /// `recvq` length at which [`State::register_recv`] next sweeps out
+    /// dead select entries (see there).
+    recv_sweep_at: usize,
 }
+
+/// The smallest `recvq` length that triggers a sweep of dead select
+/// entries (a guess: a few entries cost less to skip than to sweep).
+const RECV_SWEEP_MIN: usize = 8;
 
 impl<T> State<T> {
     pub(crate) fn new(cap: usize) -> Self {
@@ -232,6 +255,7 @@ impl<T> State<T> {
             sendq: VecDeque::new(),
             done: Vec::new(),
             next_id: 0,
+            recv_sweep_at: RECV_SWEEP_MIN,
         }
     }
 
@@ -328,8 +352,24 @@ impl<T> State<T> {
     }
 
     /// Parks a receiver at the tail of `recvq`; returns its entry id.
+    ///
+    /// A select's receive cases that lost are not removed by their owner
+    /// (it would lock every channel a second time, as Go's `selectgo`
+    /// pass 3 does): their claim word marks them dead, and whoever meets
+    /// one drops it — a sender popping it, a close, or this function,
+    /// which pops dead entries off the head and, once the queue reaches
+    /// `recv_sweep_at`, sweeps them all and doubles the threshold over
+    /// what is left (amortized O(1) per registration). So a queue that no
+    /// sender ever pops stays within about twice its live entries.
     #[inline]
     pub(crate) fn register_recv(&mut self, who: Who) -> u64 {
+        while self.recvq.front().is_some_and(|e| e.who.is_dead()) {
+            self.recvq.pop_front();
+        }
+        if self.recvq.len() >= self.recv_sweep_at {
+            self.recvq.retain(|e| !e.who.is_dead());
+            self.recv_sweep_at = (2 * self.recvq.len()).max(RECV_SWEEP_MIN);
+        }
         let id = self.next_id();
         self.recvq.push_back(RecvEntry { id, who });
         id
@@ -350,7 +390,8 @@ impl<T> State<T> {
         Some(self.done.swap_remove(i).1)
     }
 
-    /// Removes a receive entry that nobody claimed (select cleanup).
+    /// Removes a receive entry that nobody claimed (a timed receive that
+    /// timed out; select leaves its losing entries dead instead).
     pub(crate) fn unregister_recv(&mut self, id: u64) {
         if let Some(i) = self.recvq.iter().position(|e| e.id == id) {
             self.recvq.remove(i);
@@ -370,8 +411,16 @@ impl<T> State<T> {
         }
     }
 
-    /// Number of parked senders and receivers (for tests and debugging).
+    /// Number of queued senders and receivers, dead select receive entries
+    /// included (an upper bound on the parked ones; the lock-free mirrors).
     pub(crate) fn waiters(&self) -> (usize, usize) {
         (self.sendq.len(), self.recvq.len())
+    }
+
+    /// Number of parked senders and receivers that a counterpart could
+    /// still claim (for tests and debugging).
+    pub(crate) fn live_waiters(&self) -> (usize, usize) {
+        let live_recv = self.recvq.iter().filter(|e| !e.who.is_dead()).count();
+        (self.sendq.len(), live_recv)
     }
 }
