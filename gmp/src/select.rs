@@ -48,6 +48,15 @@
 //!    hint may be stale either way: a false "ready" costs one lock and
 //!    moves on; a false "not ready" is caught by pass 1. The choice is
 //!    still the first ready case of a uniformly random order.
+//!    **Yield once before blocking**: if pass 0 finds nothing and a few
+//!    goroutines (1 to `YIELD_MAX_QUEUED`) wait in our P's run queue, we
+//!    yield to them and run pass 0 again. They are usually our
+//!    counterparts (the sender pass 0 just took from waits in `runnext`);
+//!    they queue their sends, and the second look takes one with one lock,
+//!    instead of an entry on every channel, a park, a claim and a cleanup.
+//!    Go blocks at once. Not done with `default`, off a goroutine, or with
+//!    an empty or long queue (the yield would bring us straight back, or
+//!    delay us behind many time slices).
 //! 3. **Lock order**: the cases sorted by channel address; each distinct
 //!    channel is locked once, in that order (a channel that appears in
 //!    several cases is locked by the first of them and lent to the others as
@@ -449,6 +458,11 @@ fn unlock_all(cases: &mut [&mut dyn SelectCase], lockorder: &[usize], owner: &[u
     }
 }
 
+/// The longest local run queue a select that found nothing ready yields
+/// to before blocking (step 2). A guess: the `select` benchmark's four
+/// producers on two Ps; it bounds the extra wait to a few time slices.
+const YIELD_MAX_QUEUED: usize = 4;
+
 /// Number of cases whose scratch space lives on the stack.
 const INLINE_CASES: usize = 16;
 
@@ -509,11 +523,31 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
     // channel looks ready is tried under that channel's lock alone. The
     // usual ready select then takes one lock instead of all of them; the
     // choice is still the first ready case in a uniformly random order.
-    for &i in order {
-        if let Some(w) = cases[i].poll_alone() {
-            wake(w);
-            cases[i].set_selected();
-            return Some(i);
+    //
+    // Nothing ready: before the costly block (an entry on every channel,
+    // a park, and the cleanup), let the goroutines queued on our P run
+    // once, if there are a few (YIELD_MAX_QUEUED). They are usually our
+    // counterparts — the sender we just took from sits in `runnext` — and
+    // they queue their sends, which the second look then takes without
+    // blocking. A longer queue would delay us too much; an empty one
+    // would only bring us straight back.
+    let mut looked_twice = nonblocking || !parkable();
+    loop {
+        for &i in order {
+            if let Some(w) = cases[i].poll_alone() {
+                wake(w);
+                cases[i].set_selected();
+                return Some(i);
+            }
+        }
+        if looked_twice {
+            break;
+        }
+        looked_twice = true;
+        if gmp_sched::local_runq_len().is_some_and(|n| (1..=YIELD_MAX_QUEUED).contains(&n)) {
+            gmp_sched::goyield();
+        } else {
+            break;
         }
     }
 

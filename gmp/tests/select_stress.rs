@@ -314,6 +314,49 @@ fn dead_select_entries_stay_bounded() {
     });
 }
 
+/// A select that finds nothing ready first lets the few goroutines queued
+/// on its P run; a sender among them queues its value, which the select's
+/// second look takes without blocking: no entry is ever queued on the
+/// other channel. (One P: the new goroutine waits in our run queue. The
+/// plain scheduler is pinned: GMP_DEBUG=migrate hands every yield to
+/// another thread, and randomize reorders the queues.)
+#[test]
+fn select_yields_to_a_queued_sender_before_blocking() {
+    let rt = gmp::Runtime::builder().procs(1).debug("").build().unwrap();
+    rt.block_on(|| {
+        let (tx, rx) = gmp::chan::<u32>(0);
+        let (_other_tx, other_rx) = gmp::chan::<u32>(0);
+        for i in 0..100 {
+            let tx = tx.clone();
+            gmp::go(move || tx.send(i).unwrap());
+            let v = gmp::select! {
+                recv(other_rx) -> _v => unreachable!("nothing is sent on other"),
+                recv(rx) -> v => v.unwrap(),
+            };
+            assert_eq!(v, i);
+            assert_eq!(other_rx.queued(), (0, 0), "round {i}: the select blocked");
+        }
+    });
+}
+
+/// A select with `default` never yields: at one P a goroutine that would
+/// send is still queued, so the select sees nothing ready.
+#[test]
+fn nonblocking_select_does_not_yield() {
+    let rt = gmp::Runtime::builder().procs(1).debug("").build().unwrap();
+    rt.block_on(|| {
+        let (tx, rx) = gmp::chan::<u32>(0);
+        let h = gmp::go(move || tx.send(1).unwrap());
+        let r = gmp::select! {
+            recv(rx) -> v => v.ok(),
+            default => None,
+        };
+        assert_eq!(r, None, "the default select ran the queued sender");
+        assert_eq!(rx.recv(), Ok(1));
+        h.join().unwrap();
+    });
+}
+
 #[test]
 fn select_between_threads_and_goroutines() {
     let (tx, rx) = gmp::chan::<usize>(0);
