@@ -87,8 +87,8 @@ mod trace;
 pub use deadlock::{DeadlockError, MainWatch};
 pub use proc::{
     check_preempt, current_g, current_sched, gopark, goready, goready_on, gosched, goyield,
-    in_goroutine, is_locked_to_thread, lock_os_thread, newproc, report_panic, unlock_os_thread,
-    with_current_sched, SpawnError,
+    in_goroutine, is_locked_to_thread, local_runq_len, lock_os_thread, newproc, report_panic,
+    unlock_os_thread, with_current_sched, SpawnError,
 };
 pub use sched::{BuildError, Config, Counters, DebugFlags, Sched, DEFAULT_MAX_THREADS, MAX_PROCS};
 pub use syscall::blocking;

@@ -1254,6 +1254,15 @@ pub fn goyield() {
     }
 }
 
+/// Number of runnable goroutines queued on the caller's P (`runnext`
+/// included; approximate, lock-free); `None` off a P. Lets a blocking
+/// operation judge whether a [`goyield`] would run anybody, and how long
+/// it would wait.
+pub fn local_runq_len() -> Option<usize> {
+    let (m, _) = tls::current()?;
+    mp(m).map(|p| p.runq_len())
+}
+
 /// A runtime entry point: yields if a preemption was requested for the
 /// calling goroutine (Go's `stackguard0` check in every prologue).
 #[inline]

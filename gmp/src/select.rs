@@ -48,6 +48,15 @@
 //!    hint may be stale either way: a false "ready" costs one lock and
 //!    moves on; a false "not ready" is caught by pass 1. The choice is
 //!    still the first ready case of a uniformly random order.
+//!    **Yield once before blocking**: if pass 0 finds nothing and a few
+//!    goroutines (1 to `YIELD_MAX_QUEUED`) wait in our P's run queue, we
+//!    yield to them and run pass 0 again. They are usually our
+//!    counterparts (the sender pass 0 just took from waits in `runnext`);
+//!    they queue their sends, and the second look takes one with one lock,
+//!    instead of an entry on every channel, a park, a claim and a cleanup.
+//!    Go blocks at once. Not done with `default`, off a goroutine, or with
+//!    an empty or long queue (the yield would bring us straight back, or
+//!    delay us behind many time slices).
 //! 3. **Lock order**: the cases sorted by channel address; each distinct
 //!    channel is locked once, in that order (a channel that appears in
 //!    several cases is locked by the first of them and lent to the others as
@@ -72,16 +81,21 @@
 //!    then fails and the park is abandoned. So we are woken exactly once,
 //!    and we never hold a channel lock while switching stacks. A timeout is
 //!    one more claimer (a runtime timer, or a timed park on a plain thread).
-//! 7. **Cleanup**: for each case, lock its channel alone and either collect
-//!    the winner's completion or remove our entry (Go issue 2075: an entry
-//!    left behind would swallow a later send). Once our claim word is set no
-//!    waker will take any other entry, so the cleanup need not hold the
-//!    locks together.
+//! 7. **Cleanup**: the chosen case locks its channel alone and collects
+//!    the winner's completion; a losing send case locks its channel alone to
+//!    take its entry (and value) back. A losing *receive* case takes no lock
+//!    at all: its entry stays queued, dead — our claim word is set for good,
+//!    so no waker can claim it (Go issue 2075: a live entry left behind
+//!    would swallow a later send) — and whoever meets it next drops it: a
+//!    sender popping it, a close, or the next registration on that channel,
+//!    which also sweeps the queue so dead entries stay bounded
+//!    (`State::register_recv`). Go's pass 3 locks every channel again to
+//!    dequeue; for the usual all-receive select we lock one.
 //!
 //! Nothing is lost: a value moves (under a lock) from a sender to exactly
 //! one receiver, and only the unique claimer of a select moves a value into
 //! or out of it. Nothing is duplicated: every entry is removed by exactly
-//! one party (its claimer, a loser that found it dead, or its owner).
+//! one party (its claimer, whoever finds it dead, or its owner).
 
 use std::any::Any;
 use std::cell::Cell;
@@ -268,15 +282,15 @@ impl<T: 'static> SelectCase for RecvCase<'_, T> {
         let (Some(id), Some(c)) = (self.id.take(), self.rx.chan.as_ref()) else {
             return;
         };
-        let mut st = c.lock();
+        // A losing entry stays queued, dead (our claim word is set); the
+        // next sender, close or registration on that channel drops it
+        // (`State::register_recv`). No lock taken.
         if won {
-            self.result = Some(match st.take_done(id) {
+            self.result = Some(match c.lock().take_done(id) {
                 Some(Done::Recv(v)) => Ok(v),
                 Some(Done::RecvClosed) => Err(RecvError),
                 _ => unreachable!("gmp: a chosen receive case has no completion"),
             });
-        } else {
-            st.unregister_recv(id);
         }
     }
     fn set_selected(&mut self) {
@@ -444,6 +458,11 @@ fn unlock_all(cases: &mut [&mut dyn SelectCase], lockorder: &[usize], owner: &[u
     }
 }
 
+/// The longest local run queue a select that found nothing ready yields
+/// to before blocking (step 2). A guess: the `select` benchmark's four
+/// producers on two Ps; it bounds the extra wait to a few time slices.
+const YIELD_MAX_QUEUED: usize = 4;
+
 /// Number of cases whose scratch space lives on the stack.
 const INLINE_CASES: usize = 16;
 
@@ -504,11 +523,31 @@ pub fn select_impl(cases: &mut [&mut dyn SelectCase], mode: SelectMode) -> Optio
     // channel looks ready is tried under that channel's lock alone. The
     // usual ready select then takes one lock instead of all of them; the
     // choice is still the first ready case in a uniformly random order.
-    for &i in order {
-        if let Some(w) = cases[i].poll_alone() {
-            wake(w);
-            cases[i].set_selected();
-            return Some(i);
+    //
+    // Nothing ready: before the costly block (an entry on every channel,
+    // a park, and the cleanup), let the goroutines queued on our P run
+    // once, if there are a few (YIELD_MAX_QUEUED). They are usually our
+    // counterparts — the sender we just took from sits in `runnext` — and
+    // they queue their sends, which the second look then takes without
+    // blocking. A longer queue would delay us too much; an empty one
+    // would only bring us straight back.
+    let mut looked_twice = nonblocking || !parkable();
+    loop {
+        for &i in order {
+            if let Some(w) = cases[i].poll_alone() {
+                wake(w);
+                cases[i].set_selected();
+                return Some(i);
+            }
+        }
+        if looked_twice {
+            break;
+        }
+        looked_twice = true;
+        if gmp_sched::local_runq_len().is_some_and(|n| (1..=YIELD_MAX_QUEUED).contains(&n)) {
+            gmp_sched::goyield();
+        } else {
+            break;
         }
     }
 

@@ -201,9 +201,10 @@ fn fifo_per_sender_under_several_ps() {
     }
 }
 
-/// Go issue 2075: a select woken by one channel must take its entries off
-/// the others. Nothing may be left behind, or a later send would be
-/// swallowed by a dead entry.
+/// Go issue 2075: a select woken by one channel must not stay claimable on
+/// the others, or a later send would be swallowed by a dead entry. (Its
+/// losing receive entries may stay queued, dead, until someone meets them:
+/// `waiting` counts only the live ones.)
 #[test]
 fn select_leaves_no_entries_behind() {
     rt(2).block_on(|| {
@@ -262,6 +263,100 @@ fn select_leaves_no_entries_behind() {
 
 /// Selects between goroutines and plain threads over the same channels,
 /// with both sides parked (threads block, goroutines park).
+/// A select's losing receive entries are left in their queues, dead; a
+/// channel that nobody sends on must not collect them without bound, even
+/// behind a live receiver that keeps the head of its queue occupied.
+#[test]
+fn dead_select_entries_stay_bounded() {
+    rt(2).block_on(|| {
+        let (data_tx, data_rx) = gmp::chan::<u32>(0);
+        let (quiet_tx, quiet_rx) = gmp::chan::<u32>(0);
+        let (done_tx, done_rx) = gmp::chan::<usize>(0);
+        // A plain receiver parked at the head of quiet's queue for good.
+        let q = quiet_rx.clone();
+        let head = gmp::go(move || q.recv());
+        while quiet_rx.waiting().1 < 1 {
+            gmp::yield_now();
+        }
+        let (d, q) = (data_rx.clone(), quiet_rx.clone());
+        let consumer = gmp::go(move || {
+            let mut max_queued = 0;
+            let mut sum = 0u32;
+            for _ in 0..2000 {
+                gmp::select! {
+                    recv(d) -> v => sum += v.unwrap(),
+                    recv(q) -> _v => unreachable!("quiet channel fired"),
+                }
+                max_queued = max_queued.max(q.queued().1);
+            }
+            done_tx.send(max_queued).unwrap();
+            sum
+        });
+        for i in 0..2000 {
+            // Wait until the consumer blocks (registers on both channels),
+            // so every round leaves one dead entry on quiet.
+            while data_rx.waiting().1 < 1 {
+                gmp::yield_now();
+            }
+            data_tx.send(i).unwrap();
+        }
+        let max_queued = done_rx.recv().unwrap();
+        assert_eq!(consumer.join().unwrap(), (0..2000).sum::<u32>());
+        assert!(max_queued <= 20, "quiet's queue grew to {max_queued}");
+        assert_eq!(
+            quiet_rx.waiting(),
+            (0, 1),
+            "only the plain receiver is live"
+        );
+        // The dead entries behind it swallow nothing.
+        quiet_tx.send(5).unwrap();
+        assert_eq!(head.join().unwrap(), Ok(5));
+    });
+}
+
+/// A select that finds nothing ready first lets the few goroutines queued
+/// on its P run; a sender among them queues its value, which the select's
+/// second look takes without blocking: no entry is ever queued on the
+/// other channel. (One P: the new goroutine waits in our run queue. The
+/// plain scheduler is pinned: GMP_DEBUG=migrate hands every yield to
+/// another thread, and randomize reorders the queues.)
+#[test]
+fn select_yields_to_a_queued_sender_before_blocking() {
+    let rt = gmp::Runtime::builder().procs(1).debug("").build().unwrap();
+    rt.block_on(|| {
+        let (tx, rx) = gmp::chan::<u32>(0);
+        let (_other_tx, other_rx) = gmp::chan::<u32>(0);
+        for i in 0..100 {
+            let tx = tx.clone();
+            gmp::go(move || tx.send(i).unwrap());
+            let v = gmp::select! {
+                recv(other_rx) -> _v => unreachable!("nothing is sent on other"),
+                recv(rx) -> v => v.unwrap(),
+            };
+            assert_eq!(v, i);
+            assert_eq!(other_rx.queued(), (0, 0), "round {i}: the select blocked");
+        }
+    });
+}
+
+/// A select with `default` never yields: at one P a goroutine that would
+/// send is still queued, so the select sees nothing ready.
+#[test]
+fn nonblocking_select_does_not_yield() {
+    let rt = gmp::Runtime::builder().procs(1).debug("").build().unwrap();
+    rt.block_on(|| {
+        let (tx, rx) = gmp::chan::<u32>(0);
+        let h = gmp::go(move || tx.send(1).unwrap());
+        let r = gmp::select! {
+            recv(rx) -> v => v.ok(),
+            default => None,
+        };
+        assert_eq!(r, None, "the default select ran the queued sender");
+        assert_eq!(rx.recv(), Ok(1));
+        h.join().unwrap();
+    });
+}
+
 #[test]
 fn select_between_threads_and_goroutines() {
     let (tx, rx) = gmp::chan::<usize>(0);

@@ -83,7 +83,8 @@
 //!   receiver — and it moves between them only under the lock. An entry is
 //!   removed from its queue by exactly one party: the waker that claims it,
 //!   the closer, or (for a select or timed operation that was not chosen)
-//!   the owner's cleanup; see [`mod@crate::select`] for how a select's entries
+//!   the owner's cleanup — or, for a select's losing receive case, whoever
+//!   next finds it dead (its claim word already set); see [`mod@crate::select`] for how a select's entries
 //!   on several channels are claimed at most once.
 //! * No user value is dropped while the lock is held (values are only
 //!   moved), so a `Drop` impl that uses the same channel cannot deadlock.
@@ -338,7 +339,9 @@ pub(crate) struct Chan<T> {
 
 /// The channel lock held. On drop it publishes the mirrors, then unlocks,
 /// so every unlock — including the one in a parking goroutine's `gopark`
-/// closure — leaves them exact.
+/// closure — leaves them exact (`nrecv` counts queued entries, so dead
+/// select receive entries make it an over-estimate: its "no receiver"
+/// answers stay true).
 pub(crate) struct ChanGuard<'a, T> {
     chan: &'a Chan<T>,
     st: MutexGuard<'a, State<T>>,
@@ -834,6 +837,15 @@ impl<T> Receiver<T> {
     /// goroutine is blocked).
     #[doc(hidden)]
     pub fn waiting(&self) -> (usize, usize) {
+        self.chan
+            .as_ref()
+            .map_or((0, 0), |c| c.lock().live_waiters())
+    }
+
+    /// Queue entries, dead select receive entries included (tests use it
+    /// to check that those stay bounded).
+    #[doc(hidden)]
+    pub fn queued(&self) -> (usize, usize) {
         self.chan.as_ref().map_or((0, 0), |c| c.lock().waiters())
     }
 }

@@ -46,27 +46,27 @@ impl SelState {
             waiter,
         }
     }
-    /// A claim word for `waiter`, reusing this thread's cached one when
-    /// nobody else holds it (no allocation per blocking select, as Go's
-    /// per-P sudog cache). Give it back with [`SelState::recycle`].
+    /// A claim word for `waiter`, reusing one of this thread's cached ones
+    /// that nobody else holds any more (no allocation per blocking select,
+    /// as Go's per-P sudog cache). Give it back with [`SelState::recycle`].
     pub(crate) fn acquire(waiter: Waiter) -> Arc<SelState> {
-        if let Some(mut a) = sel_cache_take() {
-            if let Some(s) = Arc::get_mut(&mut a) {
+        match sel_cache_take() {
+            Some(mut a) => {
+                let s = Arc::get_mut(&mut a).expect("sel_cache_take returns a unique Arc");
                 *s.state.get_mut() = 0;
                 s.waiter = waiter;
-                return a;
+                a
             }
+            None => Arc::new(SelState::new(waiter)),
         }
-        Arc::new(SelState::new(waiter))
     }
-    /// Keeps `sel` for the next [`SelState::acquire`] on this thread if
-    /// every queue entry (and timer) that shared it looks gone. Only a
-    /// hint (a load, not `get_mut`'s read-modify-write): `acquire` checks
-    /// uniqueness for real before reusing it.
+    /// Caches `sel` for a later [`SelState::acquire`] on this thread. It
+    /// may still be shared — a select's losing receive entries stay queued,
+    /// dead, until someone meets them — so `acquire` reuses it only once it
+    /// is unique again, and the cache keeps a few (a select usually finds
+    /// the one before last free: the next registrations drop its entries).
     pub(crate) fn recycle(sel: Arc<SelState>) {
-        if Arc::strong_count(&sel) == 1 {
-            sel_cache_put(sel);
-        }
+        sel_cache_put(sel);
     }
     /// Claims the select for `case`. `None`: somebody else won (the entry
     /// is dead). `Some(w)`: we won; wake `w` (if any) after unlocking.
@@ -108,6 +108,16 @@ impl SelState {
         debug_assert!(s != 0, "select woken without a claimed case");
         s.wrapping_sub(1)
     }
+    /// Whether some case was claimed: every queue entry of this select is
+    /// dead for good (the claim is never undone while an entry holds this
+    /// `Arc`, since reuse needs it unique).
+    #[inline]
+    fn is_claimed(&self) -> bool {
+        // Relaxed: only decides whether to drop a dead entry; a stale
+        // "unclaimed" keeps it one more round, and no data is read on
+        // the strength of a "claimed".
+        self.state.load(Ordering::Relaxed) >> 1 != 0
+    }
     /// The timer's claim: wakes the owner if it was asleep.
     pub(crate) fn fire_timeout(&self) {
         if let Some(Some(w)) = self.claim(TIMEOUT_CASE) {
@@ -116,26 +126,72 @@ impl SelState {
     }
 }
 
-thread_local! {
-    static SEL_CACHE: Cell<Option<Arc<SelState>>> = const { Cell::new(None) };
+/// Claim words cached per thread. A guess, measured on the `select`
+/// benchmark: with one slot nearly every blocking select allocated (the
+/// previous word is still held by its dead entries); with a few, the one
+/// before last is almost always free again.
+const SEL_CACHE_SLOTS: usize = 4;
+
+/// This thread's cached claim words, and the slot the next put replaces
+/// when none is empty.
+struct SelCache {
+    slots: [Cell<Option<Arc<SelState>>>; SEL_CACHE_SLOTS],
+    next: Cell<usize>,
 }
 
-/// Takes this thread's cached claim word. `inline(never)` and fenced like
-/// the runtime's TLS accessors: a goroutine may resume on another thread,
-/// so the thread-local's address must not be cached across a park.
+thread_local! {
+    static SEL_CACHE: SelCache = const {
+        SelCache {
+            slots: [const { Cell::new(None) }; SEL_CACHE_SLOTS],
+            next: Cell::new(0),
+        }
+    };
+}
+
+/// Takes a cached claim word that nobody else holds, if any. `inline(never)`
+/// and fenced like the runtime's TLS accessors: a goroutine may resume on
+/// another thread, so the thread-local's address must not be cached across
+/// a park.
 #[inline(never)]
 fn sel_cache_take() -> Option<Arc<SelState>> {
     compiler_fence(Ordering::SeqCst);
-    let a = SEL_CACHE.with(Cell::take);
+    let a = SEL_CACHE.with(|c| {
+        for slot in &c.slots {
+            let Some(mut a) = slot.take() else { continue };
+            // The count is only a hint (a load, skipping `get_mut`'s
+            // read-modify-write on a word still shared); `get_mut`
+            // decides for real.
+            if Arc::strong_count(&a) == 1 && Arc::get_mut(&mut a).is_some() {
+                return Some(a);
+            }
+            slot.set(Some(a));
+        }
+        None
+    });
     compiler_fence(Ordering::SeqCst);
     a
 }
 
-/// Caches a claim word on this thread (dropping any it replaces).
+/// Caches a claim word on this thread: in an empty slot, else in place of
+/// the oldest (dropping it: it is probably still shared).
 #[inline(never)]
 fn sel_cache_put(sel: Arc<SelState>) {
     compiler_fence(Ordering::SeqCst);
-    drop(SEL_CACHE.with(|c| c.replace(Some(sel))));
+    let old = SEL_CACHE.with(|c| {
+        if let Some(slot) = c.slots.iter().find(|s| {
+            let a = s.take();
+            let empty = a.is_none();
+            s.set(a);
+            empty
+        }) {
+            slot.set(Some(sel));
+            return None;
+        }
+        let i = c.next.get();
+        c.next.set((i + 1) % SEL_CACHE_SLOTS);
+        c.slots[i].replace(Some(sel))
+    });
+    drop(old);
     compiler_fence(Ordering::SeqCst);
 }
 
@@ -151,6 +207,12 @@ pub(crate) enum Who {
 }
 
 impl Who {
+    /// Whether this is a select entry whose select is already decided:
+    /// no waker can claim it any more.
+    #[inline]
+    fn is_dead(&self) -> bool {
+        matches!(self, Who::Select(s, _) if s.is_claimed())
+    }
     /// `None`: a dead select entry (drop it). `Some(w)`: claimed; wake `w`
     /// (if any) after unlocking.
     #[inline]
@@ -228,7 +290,14 @@ pub(crate) struct State<T> {
     sendq: VecDeque<SendEntry<T>>,
     done: Vec<(u64, Done<T>)>,
     next_id: u64,
+    /// `recvq` length at which [`State::register_recv`] next sweeps out
+    /// dead select entries (see there).
+    recv_sweep_at: usize,
 }
+
+/// The smallest `recvq` length that triggers a sweep of dead select
+/// entries (a guess: a few entries cost less to skip than to sweep).
+const RECV_SWEEP_MIN: usize = 8;
 
 impl<T> State<T> {
     pub(crate) fn new(cap: usize) -> Self {
@@ -241,6 +310,7 @@ impl<T> State<T> {
             sendq: VecDeque::new(),
             done: Vec::new(),
             next_id: 0,
+            recv_sweep_at: RECV_SWEEP_MIN,
         }
     }
 
@@ -351,8 +421,24 @@ impl<T> State<T> {
     }
 
     /// Parks a receiver at the tail of `recvq`; returns its entry id.
+    ///
+    /// A select's receive cases that lost are not removed by their owner
+    /// (it would lock every channel a second time, as Go's `selectgo`
+    /// pass 3 does): their claim word marks them dead, and whoever meets
+    /// one drops it — a sender popping it, a close, or this function,
+    /// which pops dead entries off the head and, once the queue reaches
+    /// `recv_sweep_at`, sweeps them all and doubles the threshold over
+    /// what is left (amortized O(1) per registration). So a queue that no
+    /// sender ever pops stays within about twice its live entries.
     #[inline]
     pub(crate) fn register_recv(&mut self, who: Who) -> u64 {
+        while self.recvq.front().is_some_and(|e| e.who.is_dead()) {
+            self.recvq.pop_front();
+        }
+        if self.recvq.len() >= self.recv_sweep_at {
+            self.recvq.retain(|e| !e.who.is_dead());
+            self.recv_sweep_at = (2 * self.recvq.len()).max(RECV_SWEEP_MIN);
+        }
         let id = self.next_id();
         self.recvq.push_back(RecvEntry {
             id,
@@ -387,7 +473,8 @@ impl<T> State<T> {
         Some(self.done.swap_remove(i).1)
     }
 
-    /// Removes a receive entry that nobody claimed (select cleanup).
+    /// Removes a receive entry that nobody claimed (a timed receive that
+    /// timed out; select leaves its losing entries dead instead).
     pub(crate) fn unregister_recv(&mut self, id: u64) {
         if let Some(i) = self.recvq.iter().position(|e| e.id == id) {
             self.recvq.remove(i);
@@ -407,8 +494,16 @@ impl<T> State<T> {
         }
     }
 
-    /// Number of parked senders and receivers (for tests and debugging).
+    /// Number of queued senders and receivers, dead select receive entries
+    /// included (an upper bound on the parked ones; the lock-free mirrors).
     pub(crate) fn waiters(&self) -> (usize, usize) {
         (self.sendq.len(), self.recvq.len())
+    }
+
+    /// Number of parked senders and receivers that a counterpart could
+    /// still claim (for tests and debugging).
+    pub(crate) fn live_waiters(&self) -> (usize, usize) {
+        let live_recv = self.recvq.iter().filter(|e| !e.who.is_dead()).count();
+        (self.sendq.len(), live_recv)
     }
 }
