@@ -233,6 +233,18 @@ enum RecvWho<T> {
     Mail(Delivery<T>),
 }
 
+impl<T> RecvWho<T> {
+    /// Whether this is a decided select's entry (see [`Who::is_dead`]); a
+    /// mailbox receiver is a plain goroutine, never dead.
+    #[inline]
+    fn is_dead(&self) -> bool {
+        match self {
+            RecvWho::Who(w) => w.is_dead(),
+            RecvWho::Mail(_) => false,
+        }
+    }
+}
+
 /// `g.param` value telling a plain sender that its value was taken.
 pub(crate) const PARAM_SENT: usize = 1;
 
@@ -432,13 +444,7 @@ impl<T> State<T> {
     /// sender ever pops stays within about twice its live entries.
     #[inline]
     pub(crate) fn register_recv(&mut self, who: Who) -> u64 {
-        while self.recvq.front().is_some_and(|e| e.who.is_dead()) {
-            self.recvq.pop_front();
-        }
-        if self.recvq.len() >= self.recv_sweep_at {
-            self.recvq.retain(|e| !e.who.is_dead());
-            self.recv_sweep_at = (2 * self.recvq.len()).max(RECV_SWEEP_MIN);
-        }
+        self.drop_dead_recvs();
         let id = self.next_id();
         self.recvq.push_back(RecvEntry {
             id,
@@ -451,11 +457,25 @@ impl<T> State<T> {
     /// `recvq`: a sender hands it the value directly (or close tells it).
     #[inline]
     pub(crate) fn register_recv_mail(&mut self, d: Delivery<T>) {
+        self.drop_dead_recvs();
         let id = self.next_id();
         self.recvq.push_back(RecvEntry {
             id,
             who: RecvWho::Mail(d),
         });
+    }
+
+    /// Drops dead select entries off the head of `recvq` and, once it
+    /// reaches `recv_sweep_at`, everywhere (see [`State::register_recv`]).
+    #[inline]
+    fn drop_dead_recvs(&mut self) {
+        while self.recvq.front().is_some_and(|e| e.who.is_dead()) {
+            self.recvq.pop_front();
+        }
+        if self.recvq.len() >= self.recv_sweep_at {
+            self.recvq.retain(|e| !e.who.is_dead());
+            self.recv_sweep_at = (2 * self.recvq.len()).max(RECV_SWEEP_MIN);
+        }
     }
 
     /// Parks a sender and its value at the tail of `sendq`.
