@@ -33,7 +33,7 @@ pub fn add_timer(s: &Sched, when: u64, t: Arc<dyn Timer>) {
 
 /// Adds the entry with `push` to the current P's heap (or P0's from
 /// outside); if it became that heap's earliest, wakes whoever sleeps past
-/// `when`.
+/// `when` (the netpoller, sysmon).
 fn add_entry(s: &Sched, when: u64, push: impl FnOnce(&gmp_p::P) -> bool) {
     let cur = tls::current().filter(|(_, cs)| std::ptr::eq(*cs, s));
     let _rt = cur.map(|(m, _)| crate::preempt::RtSection::enter(m));
@@ -43,6 +43,14 @@ fn add_entry(s: &Sched, when: u64, push: impl FnOnce(&gmp_p::P) -> bool) {
         .expect("P0 exists");
     if push(p) {
         wake_netpoller(s, when);
+        // SeqCst: the store of the P's earliest deadline (in `push`) and
+        // this load pair with sysmon's store of its horizon and its re-read
+        // of every P's deadline (Dekker): one of the two sees the other.
+        if when < s.sysmon_horizon.load(Ordering::SeqCst) {
+            // Sysmon sleeps past this timer: it may sit on a P whose
+            // goroutine never yields, and sysmon must be up to preempt it.
+            s.sysmon_note.wakeup();
+        }
     }
 }
 

@@ -267,12 +267,11 @@ fn block_locked_goroutine() {
 /// the light pair 1,000. If time slices work (runnext inheritance ended by
 /// sysmon's preemption), both pairs get similar CPU time, so the work they
 /// count is within a factor of 2 (Go's own test allows 5; Go 1.19 measures
-/// 0.9-1.3 here). gmp measures 1.2-1.6 on a loaded box: the shares of time
-/// are equal, but the light pair spends ~1/3 of its share in the channel
-/// operations and switches of its 1,000-unit messages (each pair alone
-/// counts ~1.5x as much for the hog). It measured 0.3-0.5 while a late
-/// preemption signal, meant for a light goroutine that had already yielded,
-/// detached the hog that took the P next.
+/// 0.9-1.3 here; gmp 0.9-1.15 on a loaded 2-core box). It measured 0.3-0.5
+/// while a late preemption signal, meant for a light goroutine that had
+/// already yielded, detached the hog that took the P next; and 1.2-2.3 while
+/// sysmon timed plain slices from the M's coarse-clock stamp, which lags
+/// while hogs run, ending some slices early.
 #[test]
 fn ping_pong_hog_shares_time() {
     // A timing measurement on a shared 2-core box: take the best of five
