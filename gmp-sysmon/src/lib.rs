@@ -127,6 +127,10 @@ struct Seen {
     asked: bool,
     /// The P's earliest timer at the last look (to notice an earlier one).
     timer_when: u64,
+    /// This slice was found contended: it stays short (asked again every
+    /// [`REPREEMPT_NS`]) until it ends, even if sysmon itself runs the
+    /// overdue timer meanwhile (the goroutine it readied still needs a P).
+    short: bool,
 }
 
 /// What one tick knows about the work waiting for Ps.
@@ -156,7 +160,7 @@ impl DefaultSysmon {
         let slice = self.time_slice.as_nanos() as u64;
         let cslice = (self.contended_slice.as_nanos() as u64).min(slice);
         let now = w.now;
-        let contended = w.contended(p);
+        let contended = sn.short || w.contended(p);
         let end = if contended {
             sn.schedwhen.saturating_add(cslice)
         } else {
@@ -173,6 +177,7 @@ impl DefaultSysmon {
             if now.saturating_sub(sn.preempted_at) >= REPREEMPT_NS {
                 if h.preempt(i, p.schedtick) {
                     sn.asked = true;
+                    sn.short = contended;
                     tracing::debug!(target: "gmp::sysmon", p = i, contended, "preempt");
                 }
                 sn.preempted_at = now;
@@ -297,6 +302,7 @@ impl Sysmon for DefaultSysmon {
                     sn.schedtick = p.schedtick;
                     sn.schedwhen = p.slice_start.max(last_tick);
                     sn.observed = now;
+                    sn.short = false;
                     sn.asked = false;
                 }
                 match p.status {
