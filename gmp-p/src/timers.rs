@@ -229,7 +229,7 @@ impl TimerHeap {
 
     /// Runs every timer due at `now` (Go's `checkTimers`/`runtimer`) and
     /// returns how many fired. Timer functions run without the lock held,
-    /// in deadline order; due entries are taken [`RUN_BATCH`] at a time.
+    /// in deadline order; due entries are taken `RUN_BATCH` (16) at a time.
     pub fn run_due(&self, now: u64) -> usize {
         if self.next_when() > now {
             return 0;
