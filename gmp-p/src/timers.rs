@@ -1,14 +1,26 @@
 //! Per-P timer heaps (Go 1.14+: timers live on the P that set them and are
 //! run by whichever M passes through `findrunnable` on any P, or by sysmon).
 //!
-//! A heap entry points at a [`Timer`]; stopping a timer only flips its state
-//! (a CAS), and the stale entry is dropped lazily when it reaches the top of
-//! the heap, as Go's `timerDeleted` entries are.
+//! The heap is 4-ary, as Go's (`siftupTimer`/`siftdownTimer`): half the
+//! depth of a binary heap, and a node's four children share a cache line or
+//! two, so a pop touches fewer lines on the way down.
+//!
+//! An entry either points at a [`Timer`] (timer channels, user timers) or,
+//! for a sleeping goroutine, holds the goroutine and the function that
+//! readies it ([`TimerHeap::add_ready`]): a `sleep` then costs no allocation,
+//! as Go's `time.Sleep` reuses the timer embedded in its `g`. Stopping a
+//! [`Timer`] only flips its state (a CAS), and the stale entry is dropped
+//! lazily when it reaches the top of the heap, as Go's `timerDeleted`
+//! entries are; a sleep is never stopped.
+//!
+//! The earliest deadline is published in an atomic ([`TimerHeap::next_when`],
+//! Go's `p.timer0When`) so that other Ms and sysmon can check it without
+//! the lock.
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use gmp_g::GRef;
 
 /// Something that happens at a deadline: ready a sleeping G, send on a
 /// timer channel.
@@ -20,41 +32,123 @@ pub trait Timer: Send + Sync + 'static {
     fn fire(&self, now: u64) -> Option<u64>;
 }
 
-struct Entry {
-    when: u64,
-    seq: u64,
-    timer: Arc<dyn Timer>,
+/// What an entry does when it fires.
+enum Action {
+    /// A timer object.
+    Timer(Arc<dyn Timer>),
+    /// Ready a sleeping goroutine: `ready(g)` (always armed).
+    Ready(fn(GRef), GRef),
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        self.when == o.when && self.seq == o.seq
+struct Entry {
+    when: u64,
+    /// Insertion order: entries with equal deadlines fire first-in first-out.
+    seq: u64,
+    action: Action,
+}
+
+impl Entry {
+    #[inline]
+    fn before(&self, o: &Entry) -> bool {
+        (self.when, self.seq) < (o.when, o.seq)
+    }
+    #[inline]
+    fn armed(&self) -> bool {
+        match &self.action {
+            Action::Timer(t) => t.armed(),
+            Action::Ready(..) => true,
+        }
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(o))
-    }
+
+/// A 4-ary min-heap on (when, seq).
+#[derive(Default)]
+struct Heap {
+    v: Vec<Entry>,
+    seq: u64,
 }
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> CmpOrdering {
-        // Reversed: BinaryHeap is a max-heap, we want the earliest on top.
-        o.when.cmp(&self.when).then(o.seq.cmp(&self.seq))
+
+impl Heap {
+    fn push(&mut self, when: u64, action: Action) {
+        self.seq += 1;
+        self.v.push(Entry {
+            when,
+            seq: self.seq,
+            action,
+        });
+        self.sift_up(self.v.len() - 1);
+    }
+
+    fn peek(&self) -> Option<&Entry> {
+        self.v.first()
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let last = self.v.pop()?;
+        if self.v.is_empty() {
+            return Some(last);
+        }
+        let top = std::mem::replace(&mut self.v[0], last);
+        self.sift_down(0);
+        Some(top)
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 4;
+            if !self.v[i].before(&self.v[parent]) {
+                break;
+            }
+            self.v.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.v.len();
+        loop {
+            let first = 4 * i + 1;
+            if first >= n {
+                break;
+            }
+            let mut min = first;
+            for c in first + 1..(first + 4).min(n) {
+                if self.v[c].before(&self.v[min]) {
+                    min = c;
+                }
+            }
+            if !self.v[min].before(&self.v[i]) {
+                break;
+            }
+            self.v.swap(i, min);
+            i = min;
+        }
+    }
+
+    /// Drops stopped timers and restores the heap order.
+    fn purge(&mut self) {
+        self.v.retain(Entry::armed);
+        for i in (0..self.v.len().div_ceil(4)).rev() {
+            self.sift_down(i);
+        }
     }
 }
 
 /// A P's timers. `next` caches the earliest deadline (`u64::MAX` if none) so
 /// that other Ms can check it without taking the lock.
 pub struct TimerHeap {
-    heap: Mutex<(BinaryHeap<Entry>, u64)>,
+    heap: Mutex<Heap>,
     next: AtomicU64,
     /// Heap size after the last purge of stopped timers.
-    purged_len: std::sync::atomic::AtomicUsize,
+    purged_len: AtomicUsize,
 }
 
 /// Heaps smaller than this are never purged (a scan is not worth it).
 const PURGE_MIN: usize = 64;
+
+/// Due entries taken per lock acquisition in [`TimerHeap::run_due`] (a
+/// batch of readied sleepers pays for one lock round trip, not one each).
+const RUN_BATCH: usize = 16;
 
 impl std::fmt::Debug for TimerHeap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,9 +159,9 @@ impl std::fmt::Debug for TimerHeap {
 impl Default for TimerHeap {
     fn default() -> Self {
         TimerHeap {
-            heap: Mutex::new((BinaryHeap::new(), 0)),
+            heap: Mutex::new(Heap::default()),
             next: AtomicU64::new(u64::MAX),
-            purged_len: std::sync::atomic::AtomicUsize::new(PURGE_MIN / 2),
+            purged_len: AtomicUsize::new(PURGE_MIN / 2),
         }
     }
 }
@@ -76,12 +170,15 @@ impl TimerHeap {
     /// Earliest deadline, `u64::MAX` if none (may be a stopped timer's).
     #[inline]
     pub fn next_when(&self) -> u64 {
-        self.next.load(Ordering::Acquire)
+        // SeqCst: pairs with the SeqCst store in `push`, so that a watcher
+        // that publishes its own wake-up time and then reads this (Dekker
+        // style) cannot miss an earlier timer (see gmp-sysmon/DESIGN.md).
+        self.next.load(Ordering::SeqCst)
     }
 
     /// Number of entries (including stopped ones not yet dropped).
     pub fn len(&self) -> usize {
-        self.lock().0.len()
+        self.lock().v.len()
     }
 
     /// Whether there are no entries.
@@ -89,7 +186,7 @@ impl TimerHeap {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (BinaryHeap<Entry>, u64)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Heap> {
         self.heap.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -101,54 +198,77 @@ impl TimerHeap {
     /// the last purge (amortised O(1) per add; Go purges when a quarter of
     /// the heap is deleted timers).
     pub fn add(&self, when: u64, timer: Arc<dyn Timer>) -> bool {
+        self.push(when, Action::Timer(timer))
+    }
+
+    /// Adds an entry that calls `ready(g)` at `when` (a sleeping goroutine;
+    /// nothing is allocated). Returns true if it became the earliest.
+    ///
+    /// `g` must stay valid until `ready` runs: the caller parks it and
+    /// nothing else readies it (Go's `resetForSleep`).
+    pub fn add_ready(&self, when: u64, ready: fn(GRef), g: GRef) -> bool {
+        self.push(when, Action::Ready(ready, g))
+    }
+
+    fn push(&self, when: u64, action: Action) -> bool {
         let mut h = self.lock();
-        h.1 += 1;
-        let seq = h.1;
-        if h.0.len() >= PURGE_MIN && h.0.len() >= 2 * self.purged_len.load(Ordering::Relaxed) {
-            h.0.retain(|e| e.timer.armed());
+        let len = h.v.len();
+        if len >= PURGE_MIN && len >= 2 * self.purged_len.load(Ordering::Relaxed) {
+            h.purge();
             self.purged_len
-                .store(h.0.len().max(PURGE_MIN / 2), Ordering::Relaxed);
+                .store(h.v.len().max(PURGE_MIN / 2), Ordering::Relaxed);
         }
-        h.0.push(Entry { when, seq, timer });
+        h.push(when, action);
         let earliest = when < self.next.load(Ordering::Relaxed);
         if earliest {
-            // Release: pairs with the Acquire in next_when.
-            self.next.store(when, Ordering::Release);
+            // SeqCst: pairs with the SeqCst load in next_when.
+            self.next.store(when, Ordering::SeqCst);
         }
         earliest
     }
 
     /// Runs every timer due at `now` (Go's `checkTimers`/`runtimer`) and
-    /// returns how many fired. Timer functions run without the lock held.
+    /// returns how many fired. Timer functions run without the lock held,
+    /// in deadline order; due entries are taken `RUN_BATCH` (16) at a time.
     pub fn run_due(&self, now: u64) -> usize {
         if self.next_when() > now {
             return 0;
         }
         let mut fired = 0;
+        let mut batch: [Option<Entry>; RUN_BATCH] = [const { None }; RUN_BATCH];
         loop {
-            let e = {
+            let mut n = 0;
+            {
                 let mut h = self.lock();
-                loop {
-                    match h.0.peek() {
-                        Some(e) if !e.timer.armed() => {
-                            h.0.pop();
+                while n < RUN_BATCH {
+                    match h.peek() {
+                        Some(e) if !e.armed() => {
+                            h.pop();
+                        }
+                        Some(e) if e.when <= now => {
+                            batch[n] = h.pop();
+                            n += 1;
                         }
                         _ => break,
                     }
                 }
-                match h.0.peek() {
-                    Some(e) if e.when <= now => h.0.pop(),
-                    top => {
-                        let next = top.map(|e| e.when).unwrap_or(u64::MAX);
-                        self.next.store(next, Ordering::Release);
-                        None
+                let next = h.peek().map(|e| e.when).unwrap_or(u64::MAX);
+                self.next.store(next, Ordering::SeqCst);
+            }
+            for slot in batch.iter_mut().take(n) {
+                let Some(e) = slot.take() else { continue };
+                fired += 1;
+                match e.action {
+                    Action::Ready(ready, g) => ready(g),
+                    Action::Timer(t) => {
+                        if let Some(again) = t.fire(now) {
+                            self.add(again, t);
+                        }
                     }
                 }
-            };
-            let Some(e) = e else { break };
-            fired += 1;
-            if let Some(again) = e.timer.fire(now) {
-                self.add(again, e.timer);
+            }
+            if n < RUN_BATCH {
+                break;
             }
         }
         fired
@@ -158,19 +278,19 @@ impl TimerHeap {
     pub fn move_to(&self, dst: &TimerHeap) {
         let entries: Vec<Entry> = {
             let mut h = self.lock();
-            self.next.store(u64::MAX, Ordering::Release);
-            h.0.drain().collect()
+            self.next.store(u64::MAX, Ordering::SeqCst);
+            std::mem::take(&mut h.v)
         };
         for e in entries {
-            if e.timer.armed() {
-                dst.add(e.when, e.timer);
+            if e.armed() {
+                dst.push(e.when, e.action);
             }
         }
     }
 
     /// Whether any armed timer remains (deadlock detection).
     pub fn has_armed(&self) -> bool {
-        self.lock().0.iter().any(|e| e.timer.armed())
+        self.lock().v.iter().any(Entry::armed)
     }
 }
 
@@ -259,5 +379,66 @@ mod tests {
         }
         assert_eq!(h.run_due(6), 1);
         assert_eq!(*log.lock().unwrap(), vec![42]);
+    }
+
+    thread_local! {
+        static READY: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn record(g: GRef) {
+        READY.with(|r| r.borrow_mut().push(g.id()));
+    }
+
+    #[test]
+    fn many_deadlines_fire_in_order_with_fifo_ties() {
+        // The 4-ary heap against a sort: pseudo-random deadlines (with many
+        // ties, which must fire in insertion order), mixed sleep entries and
+        // timer objects, popped in several run_due calls.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let h = TimerHeap::default();
+        let mut want: Vec<(u64, u64)> = Vec::new();
+        let mut x = 12345u64;
+        let mut keep = Vec::new();
+        for id in 1..=1000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let when = x % 200;
+            want.push((when, id));
+            if id % 2 == 0 {
+                let g = GRef::alloc();
+                g.goid.store(id, Ordering::Relaxed);
+                keep.push(g);
+                h.add_ready(when, record, g);
+            } else {
+                h.add(
+                    when,
+                    Arc::new(T {
+                        armed: AtomicBool::new(true),
+                        log: log.clone(),
+                        id,
+                        fired: AtomicUsize::new(0),
+                    }),
+                );
+            }
+        }
+        want.sort();
+        let mut fired = 0;
+        for now in [0, 50, 51, 120, 199] {
+            fired += h.run_due(now);
+            let due = want.iter().filter(|(w, _)| *w <= now).count();
+            assert_eq!(fired, due, "at {now}");
+            let next = want.get(due).map(|(w, _)| *w).unwrap_or(u64::MAX);
+            assert_eq!(h.next_when(), next);
+        }
+        // Both kinds ran, in one global deadline order (ties FIFO).
+        let ready = READY.with(|r| r.borrow().clone());
+        let objs = log.lock().unwrap().clone();
+        let ids: Vec<u64> = want.iter().map(|(_, id)| *id).collect();
+        let even: Vec<u64> = ids.iter().copied().filter(|i| i % 2 == 0).collect();
+        let odd: Vec<u64> = ids.iter().copied().filter(|i| i % 2 == 1).collect();
+        assert_eq!(ready, even);
+        assert_eq!(objs, odd);
+        assert!(h.is_empty());
     }
 }

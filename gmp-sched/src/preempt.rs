@@ -6,7 +6,9 @@
 //!   honoured at the next runtime entry ([`crate::check_preempt`]), and
 //!   sends `SIGURG` to the M.
 //! * The `SIGURG` handler runs on the M's own thread. If the M is in user
-//!   code (`M::in_user`, written only by that thread) it *detaches* the P:
+//!   code (`M::in_user`, written only by that thread) and the goroutine
+//!   running there is the one asked (its `preempt` flag is still set: a late
+//!   signal must not hit the next slice's goroutine) it *detaches* the P:
 //!   the P becomes `Syscall` exactly as if the goroutine had entered
 //!   `gmp::blocking`, and sysmon hands it to another M on its next tick.
 //!   If the M is in the runtime, the handler does nothing: the flag will be
@@ -57,8 +59,24 @@ extern "C" fn sigurg_handler(
         return;
     }
     let p = m.p.load(Ordering::Relaxed);
-    if p.is_null() || m.curg().is_none() {
+    if p.is_null() {
         return;
+    }
+    // Go's `wantAsyncPreempt`: act only for the goroutine that was asked.
+    // The signal is not addressed to a goroutine: `preemptone` sets the flag
+    // and then signals, and a goroutine that enters the runtime in between
+    // honours the flag (clearing it) and the P starts a new slice with
+    // another goroutine — which the late signal must leave alone. (Measured:
+    // in `ping_pong_hog_shares_time` about half the light pair's
+    // preemptions, whose goroutine sees the flag within a microsecond,
+    // detached the hog that took over 0.2 ms into its fresh slice, so the hog
+    // pair got ~1 ms per light 15 ms slice: hog/light 0.3-0.5.)
+    // Relaxed: preemptone's store precedes its pthread_kill, and the kernel
+    // delivers the signal after that syscall; `execute` and `check_preempt`
+    // clear the flag on this very thread.
+    match m.curg() {
+        Some(g) if g.preempt.load(Ordering::Relaxed) => {}
+        _ => return,
     }
     // SAFETY: M::p holds a P of this M's scheduler, which outlives the M.
     let pr: &P = unsafe { &*p };

@@ -188,6 +188,10 @@ pub struct Sched {
     pub(crate) preempts: AtomicBool,
     pub(crate) sysmon_wait: AtomicBool,
     pub(crate) sysmon_note: Note,
+    /// A timer that becomes the earliest of its P and is due before this
+    /// (runtime-clock ns) wakes sysmon; 0 while sysmon is awake (see
+    /// `SysmonHandle::set_timer_horizon`).
+    pub(crate) sysmon_horizon: AtomicU64,
     pub(crate) debug: DebugFlags,
     pub(crate) deadlock_fatal: bool,
     /// Scheduler-wide counters.
@@ -260,6 +264,7 @@ impl Sched {
             preempts: AtomicBool::new(preempts),
             sysmon_wait: AtomicBool::new(false),
             sysmon_note: Note::new(),
+            sysmon_horizon: AtomicU64::new(0),
             debug: cfg.debug,
             deadlock_fatal: cfg.deadlock_fatal,
             counters: Counters::default(),

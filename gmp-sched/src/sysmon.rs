@@ -46,8 +46,12 @@ pub struct PSnapshot {
     pub syscalltick: u32,
     /// Gs queued on it.
     pub runq_len: usize,
-    /// When its current time slice started (runtime clock, ns).
+    /// When its current time slice started (runtime clock, ns; a lower
+    /// bound: the M stamps most slices from the coarse clock).
     pub slice_start: u64,
+    /// Its earliest timer deadline (runtime clock, ns; `u64::MAX` if none;
+    /// may be a stopped timer's). Go's `p.timer0When`.
+    pub timer_when: u64,
 }
 
 /// The scheduler as a sysmon sees it.
@@ -95,6 +99,7 @@ impl SysmonHandle {
             syscalltick: p.syscalltick.load(Ordering::Relaxed),
             runq_len: p.runq_len(),
             slice_start,
+            timer_when: p.timers.next_when(),
         })
     }
     /// Idle Ps plus spinning Ms: capacity already looking for work.
@@ -123,6 +128,14 @@ impl SysmonHandle {
             .syscall_handoffs
             .fetch_add(1, Ordering::Relaxed);
         crate::trace::handoff(&self.s, p.id);
+        if p.timers.next_when() <= self.s.nanotime() {
+            // Overdue timers (often why sysmon took the P from a hog): an M
+            // runs them on this very P at once, rather than the P going
+            // idle and some M finding them while stealing. If no thread can
+            // be had, startm leaves the P on the idle list.
+            startm(&self.s, Some(p), false);
+            return true;
+        }
         handoffp(&self.s, p);
         true
     }
@@ -165,6 +178,27 @@ impl SysmonHandle {
     pub fn all_idle(&self) -> bool {
         self.s.npidle.load(Ordering::SeqCst) == self.s.gomaxprocs()
             && self.s.nsyscall.load(Ordering::Relaxed) == 0
+    }
+    /// From now until the next [`sleep`](Self::sleep) returns, a goroutine
+    /// that adds a timer due before `horizon` (runtime clock, ns), which
+    /// becomes the earliest of its P, wakes sysmon. 0 turns it off.
+    ///
+    /// A sysmon that bounds its sleep by the Ps' timers
+    /// ([`PSnapshot::timer_when`]) sets it before sleeping and then re-reads
+    /// the deadlines: a timer added before the store is seen by the
+    /// re-read, one added after it sees the horizon (both sides are
+    /// `SeqCst`).
+    pub fn set_timer_horizon(&self, horizon: u64) {
+        self.s.sysmon_horizon.store(horizon, Ordering::SeqCst);
+    }
+    /// Sleeps for `d`, or until woken (an earlier timer, see
+    /// [`set_timer_horizon`](Self::set_timer_horizon), or an M started
+    /// while [`wait_for_work`](Self::wait_for_work) was pending); returns
+    /// whether it was woken. Clears the timer horizon on return.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let woken = self.s.sysmon_note.sleep_timeout_and_clear(d);
+        self.s.sysmon_horizon.store(0, Ordering::SeqCst);
+        woken
     }
     /// Sleeps until work arrives (an M is started) or `max` passes.
     pub fn wait_for_work(&self, max: Duration) {

@@ -28,14 +28,29 @@ pub(crate) fn wake_netpoller(s: &Sched, when: u64) {
 /// Adds `t` to the current P's heap (or P0's from outside), firing at the
 /// runtime-clock time `when` (ns), and wakes the poller if it sleeps too long.
 pub fn add_timer(s: &Sched, when: u64, t: Arc<dyn Timer>) {
+    add_entry(s, when, |p| p.timers.add(when, t));
+}
+
+/// Adds the entry with `push` to the current P's heap (or P0's from
+/// outside); if it became that heap's earliest, wakes whoever sleeps past
+/// `when` (the netpoller, sysmon).
+fn add_entry(s: &Sched, when: u64, push: impl FnOnce(&gmp_p::P) -> bool) {
     let cur = tls::current().filter(|(_, cs)| std::ptr::eq(*cs, s));
     let _rt = cur.map(|(m, _)| crate::preempt::RtSection::enter(m));
     let p = cur
         .and_then(|(m, _)| mp(m))
         .or_else(|| s.p(0))
         .expect("P0 exists");
-    if p.timers.add(when, t) {
+    if push(p) {
         wake_netpoller(s, when);
+        // SeqCst: the store of the P's earliest deadline (in `push`) and
+        // this load pair with sysmon's store of its horizon and its re-read
+        // of every P's deadline (Dekker): one of the two sees the other.
+        if when < s.sysmon_horizon.load(Ordering::SeqCst) {
+            // Sysmon sleeps past this timer: it may sit on a P whose
+            // goroutine never yields, and sysmon must be up to preempt it.
+            s.sysmon_note.wakeup();
+        }
     }
 }
 
@@ -68,8 +83,10 @@ pub fn sleep(d: Duration) {
             .nanotime()
             .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64);
         // Go's resetForSleep: the timer readies the G. It is added here,
-        // after the G is Waiting, so it can never fire on a running G.
-        add_timer(s, when, FnTimer::new(move || goready(g2)));
+        // after the G is Waiting, so it can never fire on a running G; the
+        // entry holds the G itself (no allocation), which stays valid
+        // because nothing else readies a sleeping G.
+        add_entry(s, when, |p| p.timers.add_ready(when, goready, g2));
         true
     });
 }
