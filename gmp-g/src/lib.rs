@@ -732,6 +732,19 @@ impl G {
         // SAFETY: per the contract.
         unsafe { (*self.ctx.get()).take() }
     }
+    /// Prefetches the top of this G's suspended stack, if it has one (see
+    /// [`gmp_stack::switch::Context::prefetch`]), ahead of resuming it.
+    ///
+    /// # Safety
+    /// The caller owns the G: it took it off a run queue (or holds it
+    /// Running), so nobody stores or takes its context meanwhile.
+    #[inline(always)]
+    pub unsafe fn prefetch_context(&self) {
+        // SAFETY: per the contract, no concurrent write of the cell.
+        if let Some(c) = unsafe { &*self.ctx.get() } {
+            c.prefetch();
+        }
+    }
     /// Stores the context of this G after it switched out.
     ///
     /// # Safety

@@ -250,6 +250,14 @@ fn schedule(s: &Sched, m: &M) {
 fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
     let mut inherit = inherit;
     loop {
+        // Start the misses on the G's stack top now: they overlap with the
+        // status CAS and the bookkeeping below instead of stalling the
+        // resume (a ring of 1000 goroutines touches each stack once per lap;
+        // measured: ring 1M hops -15 to -20 %, yield and pingpong unchanged
+        // with three lines, yield slower with six).
+        // SAFETY: the G came to us off a run queue (or back from a switch):
+        // we own it, nobody stores or takes its context meanwhile.
+        unsafe { g.prefetch_context() };
         let p = mp(m).expect("execute without a P");
         if g.status.cas(Status::Runnable, Status::Running).is_err() {
             panic!(
