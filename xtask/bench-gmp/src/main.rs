@@ -40,6 +40,10 @@ fn main() {
         "hog-latency" => hog_latency(&rt, args.procs),
         w => unreachable!("workload {w}"),
     };
+    if std::env::var_os("GMP_BENCH_METRICS").is_some() {
+        // Diagnostics for profiling a workload: the scheduler's counters.
+        eprintln!("{:#?}", rt.metrics());
+    }
     // `report` exits the process; the runtime is never dropped.
     report(RT, &args.workload, out)
 }
