@@ -159,6 +159,8 @@ impl Sema {
         if self.try_take() {
             return;
         }
+        #[cfg(test)]
+        tests::race_hook();
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         // Re-check under the lock: the count only grows under it.
         if self.try_take() {
@@ -846,6 +848,51 @@ mod tests {
     use std::time::Duration;
 
     const R: WaitReason = WaitReason::SyncMutexLock;
+
+    thread_local! {
+        /// Runs once on this thread between `Sema::acquire`'s lock-free
+        /// attempt and its queue lock: the window a racing release hits.
+        static RACE: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn race_hook() {
+        if let Some(f) = RACE.with(|r| r.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    /// A release that lands after the lock-free attempt failed but before
+    /// the acquirer queued itself leaves a unit in the count and finds
+    /// nobody to wake; the acquirer must take that unit (the re-check under
+    /// the queue lock), not park forever.
+    #[test]
+    fn sema_release_racing_an_acquire_is_not_lost() {
+        let s = Arc::new(Sema::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (s2, done2) = (s.clone(), done.clone());
+        let t = std::thread::spawn(move || {
+            let s3 = s2.clone();
+            RACE.with(|r| {
+                *r.borrow_mut() = Some(Box::new(move || {
+                    assert!(!s3.release(false), "nobody is queued yet");
+                }))
+            });
+            s2.acquire(false, R);
+            done2.store(true, Ordering::SeqCst);
+        });
+        let t0 = Instant::now();
+        while !done.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let lost = !done.load(Ordering::SeqCst);
+        if lost {
+            s.release(false); // unblock the thread before failing
+        }
+        t.join().unwrap();
+        assert!(!lost, "the racing release was lost: the acquirer parked");
+        assert_eq!(s.count.load(Ordering::Relaxed), 0);
+    }
 
     fn wait_for(mut f: impl FnMut() -> bool) {
         let t = Instant::now();
