@@ -339,6 +339,7 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
                     if g.status.cas(Status::Waiting, Status::Runnable).is_ok() {
                         if mp(m).is_none() {
                             s.globrunqput(g);
+                            wakep(s);
                             return;
                         }
                         inherit = true;
@@ -370,6 +371,7 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
                     p.runq_put(g, false, &mut |x| s.globrunqput(x));
                 } else {
                     s.globrunqput(g);
+                    wakep(s);
                 }
                 return;
             }
@@ -407,7 +409,13 @@ fn make_runnable(s: &Sched, g: GRef) {
 /// the global queue and give our P away to an idle M, then park ourselves.
 fn migrate_handoff(s: &Sched, m: &M, g: GRef) {
     s.globrunqput(g);
-    let Some(p) = releasep(m) else { return };
+    let Some(p) = releasep(m) else {
+        // Our P was detached by a forced hand-off while g ran: whoever took
+        // it may already have found the global queue empty and idled it,
+        // so g needs a wakep like any other global put.
+        wakep(s);
+        return;
+    };
     // Start (or wake) another M on our P; it will find g on the global queue.
     if !startm(s, Some(p), false) {
         // No other M could be had: keep running here.
@@ -778,6 +786,22 @@ fn findrunnable(s: &Sched, m: &M) -> Option<(GRef, bool)> {
                     s.nmspinning.fetch_add(1, Ordering::SeqCst);
                     continue 'top;
                 }
+            }
+        } else if s.runqsize.load(Ordering::SeqCst) != 0 {
+            // Go checks the global queue and idles its P under one lock, and
+            // its globrunqput takes that lock too. Ours is lock-free: a put
+            // that landed after the check above read npidle before our
+            // pidleput, so it woke nobody. We published our idle P (SeqCst)
+            // before this load, so either we see the put here or the putter
+            // saw our P in its wakep. (Found as a hang: every P idle, every
+            // M asleep, main alone on the global queue.)
+            let p = {
+                let mut l = s.locked();
+                pidleget(s, &mut l)
+            };
+            if let Some(p) = p {
+                acquirep(s, m, p);
+                continue 'top;
             }
         }
 
