@@ -539,24 +539,7 @@ impl G {
     /// drops for an unmapped address), so any pointer is fine.
     #[inline(always)]
     pub fn prefetch_raw(g: *const G) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = g as *const u8;
-            // SAFETY: PREFETCHW only hints the cache: it never faults (not
-            // even on an unmapped address), writes nothing architecturally
-            // visible and touches no flags or registers besides its address
-            // operand. On CPUs without the PRFCHW feature the instruction
-            // is a NOP (0F 0D is reserved-NOP space).
-            unsafe {
-                std::arch::asm!(
-                    "prefetchw [{0}]",
-                    "prefetchw [{0} + 64]",
-                    "prefetchw [{0} + 128]",
-                    in(reg) p,
-                    options(nostack, preserves_flags, readonly)
-                );
-            }
-        }
+        gmp_stack::prefetch_write_3_lines(g as *const u8);
     }
 
     /// Where the goroutine was created.

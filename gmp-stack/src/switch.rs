@@ -66,22 +66,7 @@ impl Context {
         // c_void)`: exactly one pointer, so copying it out as a usize reads
         // that pointer (the suspended stack pointer) and nothing else.
         let sp: usize = unsafe { std::mem::transmute_copy(&self.0) };
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: PREFETCHW only hints the cache: it never faults (even on
-        // an unmapped address), writes nothing architecturally visible and
-        // touches no flags or registers besides its address operand; on
-        // CPUs without PRFCHW it is a NOP.
-        unsafe {
-            std::arch::asm!(
-                "prefetchw [{0}]",
-                "prefetchw [{0} + 64]",
-                "prefetchw [{0} + 128]",
-                in(reg) sp,
-                options(nostack, preserves_flags, readonly)
-            );
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = sp;
+        crate::prefetch_write_3_lines(sp as *const u8);
     }
 
     /// Wraps a raw context received as a [`Transfer`] in an entry function.

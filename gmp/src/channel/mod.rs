@@ -384,11 +384,7 @@ impl<T> Chan<T> {
     /// panic (no user code runs under the lock), so poison is ignored.
     #[inline]
     pub(crate) fn lock(&self) -> ChanGuard<'_, T> {
-        let st = match self.state.try_lock() {
-            Some(st) => st,
-            None => self.lock_contended(false),
-        };
-        ChanGuard { chan: self, st }
+        self.lock_with(false)
     }
 
     /// [`Chan::lock`] for a blocking send: when contended it waits
@@ -405,9 +401,14 @@ impl<T> Chan<T> {
     /// the line in its cache for its next acquisitions.
     #[inline]
     pub(crate) fn lock_patient(&self) -> ChanGuard<'_, T> {
+        self.lock_with(true)
+    }
+
+    #[inline(always)]
+    fn lock_with(&self, patient: bool) -> ChanGuard<'_, T> {
         let st = match self.state.try_lock() {
             Some(st) => st,
-            None => self.lock_contended(true),
+            None => self.lock_contended(patient),
         };
         ChanGuard { chan: self, st }
     }
