@@ -418,16 +418,42 @@ impl P {
     /// starting goroutine that finds a cached stack passes its reservation
     /// to the P's credit; one that finds none consumes it by carving a new
     /// stack, which therefore cannot fail.
+    ///
+    /// When no more address space can be mapped, the free stacks cached on
+    /// this P and in `global` go back to `alloc`, which promises them again
+    /// (dead goroutines' stacks are reused instead of spawning failing).
     #[inline]
-    pub fn stack_reserve(&self, alloc: &StackAllocator) -> Result<(), StackError> {
+    pub fn stack_reserve(
+        &self,
+        global: &GlobalFree,
+        alloc: &StackAllocator,
+    ) -> Result<(), StackError> {
         // SAFETY: owner-only field (invariant 1).
         let credit = unsafe { &mut *self.stack_credit.get() };
         if *credit == 0 {
-            alloc.reserve(RESERVE_BATCH)?;
-            *credit = RESERVE_BATCH;
+            *credit = self.reserve_batch(global, alloc)?;
         }
         *credit -= 1;
         Ok(())
+    }
+
+    #[cold]
+    fn reserve_batch(
+        &self,
+        global: &GlobalFree,
+        alloc: &StackAllocator,
+    ) -> Result<usize, StackError> {
+        let Err(e) = alloc.reserve(RESERVE_BATCH) else {
+            return Ok(RESERVE_BATCH);
+        };
+        // SAFETY: owner-only field (invariant 1).
+        let cache = unsafe { &mut *self.stackcache.get() };
+        global.take_stacks(usize::MAX, cache);
+        // SAFETY: the stacks came from `alloc` (every stack does), sat in
+        // free caches (no goroutine on them) and leave those caches here.
+        unsafe { alloc.give_back(cache.drain(..)) };
+        alloc.reserve(1).map_err(|_| e)?;
+        Ok(1)
     }
 
     /// A stack for a goroutine's first run, which holds a reservation (see

@@ -281,7 +281,7 @@ fn stack_cache_is_lifo_and_spills_its_oldest_half() {
     assert_eq!(p.stackcache_len(), LOCAL_STACKS_MAX - STACK_BATCH);
     assert_eq!(global.stacks_len(), STACK_BATCH);
     // Reserve one stack per get, as newproc does before a G's first run.
-    p.stack_reserve(&a).unwrap();
+    p.stack_reserve(&global, &a).unwrap();
     // Most recently freed first.
     assert_eq!(p.stack_get(&global, &a), st[LOCAL_STACKS_MAX - 1]);
     let mut out = Vec::new();
@@ -297,7 +297,7 @@ fn stack_reservations_balance() {
     let q = P::new(1, LocalQueue::Go(GoRunQueue::new()));
     // Spawn 3 on p: one batch reserved from the allocator.
     for _ in 0..3 {
-        p.stack_reserve(&a).unwrap();
+        p.stack_reserve(&global, &a).unwrap();
     }
     assert_eq!(a.reserved(), RESERVE_BATCH);
     assert_eq!(a.allocated(), 0);
@@ -312,7 +312,7 @@ fn stack_reservations_balance() {
     // Many more spawned on p start on q and reuse q's cached stack: their
     // reservations pile up on q until q gives a batch back.
     for _ in 0..3 * RESERVE_BATCH {
-        p.stack_reserve(&a).unwrap();
+        p.stack_reserve(&global, &a).unwrap();
         let s = q.stack_get(&global, &a);
         q.stack_put(s, &global);
     }

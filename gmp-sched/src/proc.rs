@@ -1125,7 +1125,7 @@ fn newproc_g(s: &Sched, local_p: Option<&'static P>) -> Result<GRef, SpawnError>
     // The G takes its stack when it first runs (execute); reserve it now so
     // that running out of stacks is reported here, to the spawner.
     match local_p {
-        Some(p) => p.stack_reserve(&s.stacks),
+        Some(p) => p.stack_reserve(&s.gfree, &s.stacks),
         None => s.stacks.reserve(1),
     }
     .map_err(SpawnError::Stack)?;

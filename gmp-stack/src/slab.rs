@@ -186,11 +186,15 @@ struct Carver {
     /// [`StackAllocator::alloc_reserved`] or given back by
     /// [`StackAllocator::unreserve`]. Invariant: `reserved <= uncarved`.
     reserved: usize,
+    /// Free stacks handed back by [`StackAllocator::give_back`] (when the
+    /// address space ran out), handed out again before fresh slots.
+    returned: Vec<Stack>,
 }
 
 impl Carver {
+    /// Slots that can still be handed out: fresh ones plus given-back ones.
     fn uncarved(&self, per_slab: usize) -> usize {
-        (self.slabs.len() - self.current) * per_slab - self.next_slot
+        (self.slabs.len() - self.current) * per_slab - self.next_slot + self.returned.len()
     }
 }
 
@@ -252,6 +256,7 @@ impl StackAllocator {
                 current: 0,
                 next_slot: 0,
                 reserved: 0,
+                returned: Vec::new(),
             }),
             allocated: AtomicUsize::new(0),
         })
@@ -293,6 +298,9 @@ impl StackAllocator {
     /// Carves the next slot. Requires: at least one uncarved slot.
     fn carve(&self, c: &mut Carver) -> Stack {
         debug_assert!(c.uncarved(self.slots_per_slab) > 0);
+        if let Some(st) = c.returned.pop() {
+            return st;
+        }
         let slot = c.slabs[c.current].base + c.next_slot * self.slot_size;
         c.next_slot += 1;
         if c.next_slot == self.slots_per_slab {
@@ -326,6 +334,19 @@ impl StackAllocator {
         self.ensure_uncarved(&mut c, want)?;
         c.reserved = want;
         Ok(())
+    }
+
+    /// Takes back free stacks that this allocator made, so that
+    /// [`reserve`](Self::reserve) can promise them again once no more
+    /// address space can be mapped (the scheduler's free-stack caches would
+    /// otherwise sit idle while spawning fails).
+    ///
+    /// # Safety
+    /// Every stack came from this allocator, is used by nothing (no live
+    /// context on it) and is held nowhere else: the allocator will hand it
+    /// out again.
+    pub unsafe fn give_back(&self, stacks: impl IntoIterator<Item = Stack>) {
+        self.lock().returned.extend(stacks);
     }
 
     /// Gives back `n` promises made by [`reserve`](Self::reserve).
@@ -539,6 +560,30 @@ mod tests {
         // SAFETY: released memory reads back as zero pages.
         unsafe { assert_eq!(*s1.top().sub(1), 0) };
         assert_eq!(a.allocated(), 2);
+    }
+
+    #[test]
+    fn given_back_stacks_are_promised_again_before_new_slabs() {
+        let a = StackAllocator::new(16 * 1024).unwrap();
+        let per_slab = a.slots_per_slab;
+        // Fill the first slab exactly.
+        let st: Vec<Stack> = (0..per_slab).map(|_| a.alloc().unwrap()).collect();
+        assert_eq!(a.reserved_bytes(), per_slab * a.slot_size);
+        // SAFETY: the stacks came from `a` and nothing runs on them.
+        unsafe { a.give_back(st[..3].iter().copied()) };
+        // Three promises fit without mapping a second slab...
+        a.reserve(3).unwrap();
+        assert_eq!(a.reserved_bytes(), per_slab * a.slot_size);
+        let again: std::collections::HashSet<usize> = (0..3)
+            .map(|_| a.alloc_reserved().bottom() as usize)
+            .collect();
+        let back: std::collections::HashSet<usize> =
+            st[..3].iter().map(|s| s.bottom() as usize).collect();
+        assert_eq!(again, back, "the given-back stacks were handed out again");
+        assert_eq!(a.allocated(), per_slab, "nothing new was carved");
+        // ...and the next one needs a new slab.
+        a.reserve(1).unwrap();
+        assert_eq!(a.reserved_bytes(), 2 * per_slab * a.slot_size);
     }
 
     #[test]
