@@ -187,8 +187,6 @@ fn mstart(s: Arc<Sched>, m: Arc<M>) {
         releasep(&m);
         p.set_status(PStatus::Idle);
     }
-    // The alarm's kernel timer names this thread: delete it with the thread.
-    m.alarm.delete();
     tls::set_current(std::ptr::null(), std::ptr::null());
 }
 
@@ -203,9 +201,6 @@ pub(crate) fn mp(m: &M) -> Option<&'static P> {
 /// Go's `acquirep`: wire `p` to `m`. The P must be ours to take (from the
 /// idle list, nextp, or a successful status CAS).
 pub(crate) fn acquirep(_s: &Sched, m: &M, p: &'static P) {
-    if p.detached.load(Ordering::Relaxed) {
-        p.detached.store(false, Ordering::Relaxed);
-    }
     p.set_status(PStatus::Running);
     p.m.store(m as *const M as usize, Ordering::Release);
     m.p.store(p as *const P as *mut P, Ordering::Release);
@@ -315,9 +310,6 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
                 unsafe { g.start(stack, goroutine_main) }
             }
         };
-        if s.preempts() {
-            crate::preempt::arm_alarm(s, m, p);
-        }
         m.in_user.store(true, Ordering::Relaxed);
         // SAFETY: (1) the context is resumed once; (2) g0 holds no TLS
         // reference across the switch.
@@ -514,19 +506,6 @@ pub(crate) fn wakep(s: &Sched) {
 /// Go's `startm`: run some M on `p` (an idle P if `None`). Returns false if
 /// no P or no thread could be had (the P, if any, is back on the idle list).
 pub(crate) fn startm(s: &Sched, p: Option<&'static P>, spinning: bool) -> bool {
-    startm_with(s, p, spinning, false)
-}
-
-/// [`startm`] for a P that must run *now* (taken from a hog, or with
-/// overdue timers): the M woken for it first asks the kernel for a short
-/// slice (`gmp_m::request_slice_of`), so that it preempts a hog's thread on
-/// whatever CPU it is woken onto instead of queueing behind it for up to a
-/// scheduler tick. The M goes back to the default slice when it next parks.
-pub(crate) fn startm_urgent(s: &Sched, p: &'static P) -> bool {
-    startm_with(s, Some(p), false, true)
-}
-
-fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -> bool {
     if s.sysmon_wait.load(Ordering::Relaxed) {
         s.sysmon_note.wakeup();
     }
@@ -543,13 +522,6 @@ fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -
         drop(l);
         nm.spinning.store(spinning, Ordering::Relaxed);
         nm.nextp.store(p as *const P as *mut P, Ordering::Release);
-        let slice = s.debug.thread_slice_ns();
-        if urgent && slice != 0 {
-            let tid = nm.tid.load(Ordering::Acquire);
-            if tid != 0 && gmp_m::request_slice_of(tid, slice) {
-                nm.short_slice.store(true, Ordering::Relaxed);
-            }
-        }
         nm.note.wakeup();
         return true;
     }
@@ -574,12 +546,6 @@ fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -
 /// Go's `stopm`: park this M on the idle list until it is handed a P.
 pub(crate) fn stopm(s: &Sched, m: &M) {
     debug_assert!(mp(m).is_none(), "stopm holding a P");
-    if m.short_slice.load(Ordering::Relaxed) {
-        // Woken urgently with a short slice (startm_urgent): back to the
-        // kernel's default now that the urgent work is done.
-        m.short_slice.store(false, Ordering::Relaxed);
-        gmp_m::request_slice_of(0, 0);
-    }
     {
         let mut l = s.locked();
         l.midle.push(m_arc(s, m));

@@ -31,23 +31,9 @@ pub struct DebugFlags {
     pub schedtrace_ms: u64,
     /// With schedtrace, a line per P, M and G.
     pub scheddetail: bool,
-    /// `threadslice=<µs>`: the scheduling slice the runtime's threads ask
-    /// the kernel for (`None`: [`DEFAULT_THREAD_SLICE_NS`]; 0: the kernel's
-    /// own default). See [`gmp_m::request_slice_of`].
-    pub thread_slice_us: Option<u64>,
 }
 
-/// The slice sysmon, and an M woken for a P taken from a hog, ask the
-/// kernel for: its floor (0.1 ms), so that they preempt a hog's thread at
-/// once instead of waiting for its slice to end.
-pub const DEFAULT_THREAD_SLICE_NS: u64 = 100_000;
-
 impl DebugFlags {
-    /// The slice, in ns, that runtime threads request (0: kernel default).
-    pub fn thread_slice_ns(&self) -> u64 {
-        self.thread_slice_us
-            .map_or(DEFAULT_THREAD_SLICE_NS, |us| us.saturating_mul(1000))
-    }
     /// Parses Go-style `key=value,key=value` (unknown keys are ignored).
     pub fn parse(s: &str) -> DebugFlags {
         let mut d = DebugFlags::default();
@@ -61,7 +47,6 @@ impl DebugFlags {
                 "randomize" => d.randomize = on,
                 "schedtrace" => d.schedtrace_ms = v.parse().unwrap_or(0),
                 "scheddetail" => d.scheddetail = on,
-                "threadslice" => d.thread_slice_us = v.parse().ok(),
                 _ => {}
             }
         }
@@ -139,9 +124,6 @@ pub struct Counters {
     pub preemptions: AtomicU64,
     /// Ps taken from an M stuck in user code.
     pub forced_handoffs: AtomicU64,
-    /// Preemptions requested by an M's own timer alarm (an overdue timer on
-    /// a P whose goroutine never yields).
-    pub alarm_preempts: AtomicU64,
     /// Goroutines spawned.
     pub spawned: AtomicU64,
     /// Panics caught in goroutines.
@@ -299,13 +281,9 @@ impl Sched {
         }
         if let Some(sm) = cfg.sysmon {
             let h = crate::sysmon::SysmonHandle::new(s.clone());
-            let slice_ns = s.debug.thread_slice_ns();
             let t = std::thread::Builder::new()
                 .name("gmp-sysmon".into())
-                .spawn(move || {
-                    gmp_m::request_slice_of(0, slice_ns);
-                    sm.run(h)
-                });
+                .spawn(move || sm.run(h));
             match t {
                 Ok(t) => s.threads.lock().unwrap().push(t),
                 Err(e) => {

@@ -316,7 +316,7 @@ impl Sysmon for DefaultSysmon {
                     }
                     PStatus::Syscall => {
                         in_syscall = true;
-                        let forced = std::mem::take(&mut sn.asked) || p.detached;
+                        let forced = std::mem::take(&mut sn.asked);
                         if !forced && (p.syscalltick != sn.syscalltick || sn.syscallwhen == 0) {
                             // A blocking call seen for the first time: give
                             // it a tick (Go).
