@@ -258,7 +258,15 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
         // SAFETY: the G came to us off a run queue (or back from a switch):
         // we own it, nobody stores or takes its context meanwhile.
         unsafe { g.prefetch_context() };
-        let p = mp(m).expect("execute without a P");
+        let Some(p) = mp(m) else {
+            // The P went away between findrunnable and here (seen under
+            // forced hand-offs, root cause still open: see the session
+            // notes). The G is still Runnable: queue it for any M rather
+            // than kill this thread with a panic (which hung the runtime).
+            s.globrunqput(g);
+            wakep(s);
+            return;
+        };
         if g.status.cas(Status::Runnable, Status::Running).is_err() {
             panic!(
                 "gmp: execute: goroutine {} has status {:?}, not runnable",
@@ -389,6 +397,12 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
                 if m.lockedg.load(Ordering::Acquire) == g.as_ptr() {
                     // Our locked G waits for a P; stoplockedm (at the top of
                     // schedule) parks us until someone hands one over.
+                    return;
+                }
+                if mp(m).is_some() {
+                    // reattach_on_g0 just won back the P a signal had
+                    // detached from us: keep scheduling with it (it will
+                    // find the G we queued) rather than park holding it.
                     return;
                 }
                 stopm(s, m);
