@@ -16,7 +16,13 @@
 //!   well before sysmon's wake-up wakes it (`set_timer_horizon`).
 //! * **Retake**: a P that has been in a blocking call (`gmp::blocking`) for
 //!   a whole tick, while other work waits (queued goroutines, overdue
-//!   timers) or no M is looking for work, is handed to another M.
+//!   timers) or no M is looking for work, is handed to another M. Once its
+//!   goroutine's time slice is over, the P is retaken without waiting for
+//!   a tick in the same call (Go's `sysretake`): a goroutine going from one
+//!   short blocking call to the next shows sysmon a new call at every look
+//!   and never passes through the scheduler, so its queue would starve
+//!   (found by `gmp/tests/handoff_stress.rs`: 400 goroutines runnable and
+//!   unrun for half a second beside 16 such goroutines).
 //! * **Preempt**: a goroutine whose time slice is over is asked to yield (a
 //!   flag checked at every runtime entry) and its M gets `SIGURG`. The
 //!   slice is 10 ms (Go's), or [`CONTENDED_SLICE_NS`] (1 ms) while a timer
@@ -147,6 +153,19 @@ impl Waiting {
 }
 
 impl DefaultSysmon {
+    /// When the P's current slice ends: the contended slice after its
+    /// (lower-bound) start while a timer on it is overdue, else the plain
+    /// slice after sysmon first saw it.
+    fn slice_end(&self, p: &PSnapshot, sn: &Seen, w: &Waiting) -> u64 {
+        let slice = self.time_slice.as_nanos() as u64;
+        let cslice = (self.contended_slice.as_nanos() as u64).min(slice);
+        if sn.short || w.contended(p) {
+            sn.schedwhen.saturating_add(cslice)
+        } else {
+            sn.observed.saturating_add(slice)
+        }
+    }
+
     /// One look at a running P: preempts its goroutine if its slice is
     /// over, and returns when this P next needs a look.
     fn check_running(
@@ -161,11 +180,7 @@ impl DefaultSysmon {
         let cslice = (self.contended_slice.as_nanos() as u64).min(slice);
         let now = w.now;
         let contended = sn.short || w.contended(p);
-        let end = if contended {
-            sn.schedwhen.saturating_add(cslice)
-        } else {
-            sn.observed.saturating_add(slice)
-        };
+        let end = self.slice_end(p, sn, w);
         let mut next = end;
         if now >= end {
             // As Go's retake: the slice's start is NOT reset by asking. If
@@ -317,7 +332,25 @@ impl Sysmon for DefaultSysmon {
                     PStatus::Syscall => {
                         in_syscall = true;
                         let forced = std::mem::take(&mut sn.asked);
-                        if !forced && (p.syscalltick != sn.syscalltick || sn.syscallwhen == 0) {
+                        // Go's `sysretake`: a goroutine that goes from one
+                        // short blocking call to the next keeps its P (each
+                        // look sees a new syscalltick) and its slice (it
+                        // never passes through the scheduler), so the P's
+                        // queue would starve. Once the slice is over, the
+                        // tick gate does not apply.
+                        let (slice_end, slice_over) = if self.preempt {
+                            let end = self.slice_end(&p, sn, &w);
+                            (end, now >= end)
+                        } else {
+                            (u64::MAX, false)
+                        };
+                        if !slice_over {
+                            deadline = deadline.min(slice_end);
+                        }
+                        if !forced
+                            && !slice_over
+                            && (p.syscalltick != sn.syscalltick || sn.syscallwhen == 0)
+                        {
                             // A blocking call seen for the first time: give
                             // it a tick (Go).
                             sn.syscalltick = p.syscalltick;
