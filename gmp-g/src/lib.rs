@@ -485,6 +485,10 @@ pub struct G {
     pub preempt: AtomicBool,
     /// Whether the runtime itself owns this G (not counted as a user G).
     pub system: AtomicBool,
+    /// Set while the G is switched out from inside a runtime section (its
+    /// M's `in_user` was false at the switch): the M that resumes it must
+    /// keep the preemption signal handler off until the section ends.
+    pub in_runtime: AtomicBool,
     // Line 2: the entry closure, then mail, then the result.
     entry: UnsafeCell<EntrySlot>,
     /// The sequence number of the goroutine's current mailbox (bumped by
@@ -794,6 +798,7 @@ impl GRef {
             m: AtomicUsize::new(0),
             param: AtomicUsize::new(0),
             system: AtomicBool::new(false),
+            in_runtime: AtomicBool::new(false),
             sched: AtomicUsize::new(0),
             lock_count: AtomicU32::new(0),
             join: JoinWord::new(),

@@ -31,8 +31,10 @@
 
 #![warn(missing_docs)]
 
+pub mod alarm;
 pub mod note;
 
+pub use alarm::Alarm;
 pub use note::Note;
 
 use std::cell::UnsafeCell;
@@ -68,6 +70,10 @@ pub struct M {
     pub tid: AtomicU64,
     /// Runtime clock (ns) when the current G started its time slice.
     pub slice_start: AtomicU64,
+    /// Runtime clock (ns, coarse) when the current G was last resumed:
+    /// unlike `slice_start`, not inherited along a `runnext` chain. Owner
+    /// only (the M and its signal handler).
+    pub run_start: AtomicU64,
     /// 1 while the M runs goroutine (user) code, 0 in the runtime. Written
     /// only by the M itself; read by its own signal handler.
     pub in_user: AtomicBool,
@@ -75,6 +81,15 @@ pub struct M {
     pub p_detached: AtomicBool,
     /// Set when the M must exit its scheduler loop.
     pub exit: AtomicBool,
+    /// Its waker gave the thread a short kernel slice (see
+    /// [`request_slice_of`]); the M restores the default when it parks.
+    pub short_slice: AtomicBool,
+    /// The thread's alarm (see [`alarm`]): armed for the P's earliest timer
+    /// while a goroutine runs.
+    pub alarm: Alarm,
+    /// The timer deadline (runtime clock, ns) the alarm is armed for; 0 when
+    /// disarmed or fired. Owner only (the M's thread and its handler).
+    pub alarm_for: AtomicU64,
     /// Owner only: scratch buffer for steals.
     scratch: UnsafeCell<Vec<GRef>>,
     /// Owner only: xorshift state for random steal order.
@@ -109,9 +124,13 @@ impl M {
             thread: AtomicUsize::new(0),
             tid: AtomicU64::new(0),
             slice_start: AtomicU64::new(0),
+            run_start: AtomicU64::new(0),
             in_user: AtomicBool::new(false),
             p_detached: AtomicBool::new(false),
             exit: AtomicBool::new(false),
+            short_slice: AtomicBool::new(false),
+            alarm: Alarm::new(),
+            alarm_for: AtomicU64::new(0),
             scratch: UnsafeCell::new(Vec::with_capacity(gmp_p::LOCAL_QUEUE_CAP)),
             rng: UnsafeCell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xA24B_AED4_963E_E407) | 1),
@@ -174,4 +193,128 @@ pub fn spawn_thread(
 pub fn gettid() -> u64 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() as u64 }
+}
+
+/// The kernel's `struct sched_attr` (`SCHED_ATTR_SIZE_VER1`, 56 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+    sched_util_min: u32,
+    sched_util_max: u32,
+}
+
+/// Asks the kernel to give thread `tid` (0: the calling thread) scheduling
+/// slices of `slice_ns` (0: the kernel's default), keeping its policy and
+/// nice value.
+///
+/// Linux 6.12+ (EEVDF) lets any thread of the normal policy request its
+/// own slice length (`sched_attr::sched_runtime`, clamped to 0.1-100 ms).
+/// The slice does not change the thread's share of the CPU (that is its
+/// weight, i.e. its nice value), only *when* it runs: a woken thread with a
+/// shorter slice than the one on the CPU may preempt it at once
+/// (`PREEMPT_SHORT`), instead of waiting, on a 250 Hz kernel, up to a 4 ms
+/// tick for the running thread's slice to end. That wait is what a P taken
+/// from a hog costs: the M it is handed to, or sysmon itself, is woken onto
+/// a CPU that a hog goroutine's thread is spinning on.
+///
+/// Best effort: older kernels ignore the runtime of a normal-policy thread
+/// or refuse the call; a thread with a real-time or deadline policy (set by
+/// the user) is left alone. Returns whether the kernel took the request.
+pub fn request_slice_of(tid: u64, slice_ns: u64) -> bool {
+    let mut attr = SchedAttr::default();
+    let size = std::mem::size_of::<SchedAttr>() as u32;
+    // SAFETY: sched_getattr writes at most `size` bytes into `attr`, a
+    // live, properly aligned `struct sched_attr` of exactly that size; a
+    // wrong or exited tid only makes the call fail.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            tid as libc::pid_t,
+            &mut attr as *mut SchedAttr,
+            size,
+            0,
+        )
+    };
+    if r != 0
+        || (attr.sched_policy != libc::SCHED_OTHER as u32
+            && attr.sched_policy != libc::SCHED_BATCH as u32)
+    {
+        return false;
+    }
+    if attr.sched_runtime == slice_ns {
+        return true;
+    }
+    attr.size = size;
+    attr.sched_flags = 0;
+    attr.sched_runtime = slice_ns;
+    // SAFETY: `attr` is a fully initialised `struct sched_attr` whose size
+    // field matches its layout; the policy and nice value are the thread's
+    // own (read above), so only the slice changes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            tid as libc::pid_t,
+            &attr as *const SchedAttr,
+            0,
+        )
+    };
+    r == 0
+}
+
+#[cfg(all(test, not(gmp_loom)))]
+mod tests {
+    use super::*;
+
+    fn slice_of_self() -> Option<u64> {
+        let mut attr = SchedAttr::default();
+        let size = std::mem::size_of::<SchedAttr>() as u32;
+        // SAFETY: as in request_slice_of: a live sched_attr of `size` bytes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                0,
+                &mut attr as *mut SchedAttr,
+                size,
+                0,
+            )
+        };
+        (r == 0).then_some(attr.sched_runtime)
+    }
+
+    #[test]
+    fn request_slice_sets_and_restores_the_threads_slice() {
+        std::thread::spawn(|| {
+            if !request_slice_of(0, 200_000) {
+                // An old kernel without custom slices: nothing to check.
+                return;
+            }
+            assert_eq!(slice_of_self(), Some(200_000));
+            assert!(request_slice_of(0, 0));
+            // Back to the default, which the kernel reports as its length.
+            assert_ne!(slice_of_self(), Some(200_000));
+            // A thread id that does not exist is refused, not a panic.
+            assert!(!request_slice_of(u32::MAX as u64 / 2, 100_000));
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`, ns; 0: back
+/// to the process default). Linux lets a sleep that asked for time `t` end
+/// anywhere in `[t, t + slack]` (50 µs by default) to batch wake-ups;
+/// sysmon and the Ms sleep until deadlines that matter to the microsecond
+/// (a hog's slice end, a timer on a hogged P), so they ask for less.
+/// Returns whether the kernel took it.
+pub fn set_timer_slack(ns: u64) -> bool {
+    // SAFETY: PR_SET_TIMERSLACK takes one unsigned long and no pointers.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) == 0 }
 }

@@ -162,6 +162,11 @@ pub struct P {
     pub m: AtomicUsize,
     /// Ask the P's M to enter the scheduler at the next safe point.
     pub preempt: AtomicBool,
+    /// Set by the preemption signal handler when it took this P from a
+    /// goroutine that keeps running on its thread (a forced hand-off), so
+    /// that sysmon hands it on without waiting a tick; cleared when an M
+    /// acquires the P.
+    pub detached: AtomicBool,
     /// The P's timers.
     pub timers: TimerHeap,
     /// Metrics.
@@ -204,6 +209,7 @@ impl P {
             syscalltick: AtomicU32::new(0),
             m: AtomicUsize::new(0),
             preempt: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
             timers: TimerHeap::default(),
             stats: PStats::default(),
             gfree: UnsafeCell::new(Vec::with_capacity(LOCAL_FREE_MAX)),

@@ -86,6 +86,9 @@ pub struct SchedMetrics {
     pub preemptions: u64,
     /// Ps taken from Ms stuck in user code.
     pub forced_handoffs: u64,
+    /// Preemptions made by an M's timer alarm (an overdue timer on a P
+    /// whose goroutine never yields).
+    pub alarm_preempts: u64,
     /// Goroutines spawned.
     pub spawned: u64,
     /// Panics caught.
@@ -119,6 +122,7 @@ impl crate::Sched {
             preempt_requests: self.counters.preempt_requests.load(Ordering::Relaxed),
             preemptions: self.counters.preemptions.load(Ordering::Relaxed),
             forced_handoffs: self.counters.forced_handoffs.load(Ordering::Relaxed),
+            alarm_preempts: self.counters.alarm_preempts.load(Ordering::Relaxed),
             spawned: self.counters.spawned.load(Ordering::Relaxed),
             panics: self.counters.panics.load(Ordering::Relaxed),
             global_runq: self.runqsize.load(Ordering::SeqCst),

@@ -5,6 +5,11 @@
 //! * [`preemptone`] (Go's `preemptone`): sets the G's `preempt` flag,
 //!   honoured at the next runtime entry ([`crate::check_preempt`]), and
 //!   sends `SIGURG` to the M.
+//! * `arm_alarm`: before a goroutine runs, the M's own alarm (a POSIX
+//!   timer signalling its thread, `gmp_m::Alarm`) is set for the P's
+//!   earliest timer, so a goroutine that never yields is cut at the timer's
+//!   deadline by its own thread's signal, without waiting for the OS to run
+//!   sysmon.
 //! * The `SIGURG` handler runs on the M's own thread. If the M is in user
 //!   code (`M::in_user`, written only by that thread) and the goroutine
 //!   running there is the one asked (its `preempt` flag is still set: a late
@@ -47,12 +52,68 @@ pub(crate) fn install_handler() {
     });
 }
 
+/// How long a goroutine must have run without a switch before its M's
+/// alarm takes the P from it for an overdue timer: 1 ms (sysmon's
+/// contended slice).
+pub const ALARM_MIN_RUN_NS: u64 = 1_000_000;
+/// How long a timer must have been overdue before the alarm acts: 50 µs.
+/// Every pass through the scheduler runs the P's due timers, so a timer
+/// overdue this long means the goroutine has not switched for that long;
+/// a goroutine that switches often (a ping-pong pair sharing an inherited
+/// slice) is left alone.
+pub const ALARM_GRACE_NS: u64 = 50_000;
+/// How long the thread of a goroutine that lost its P by force sleeps, at
+/// most, inside the signal handler while work waits for the P: 1 ms.
+pub const HANDOFF_NAP_MAX_NS: u64 = 1_000_000;
+/// One nap step while waiting for the P to be taken: 20 µs.
+const HANDOFF_NAP_STEP_NS: libc::c_long = 20_000;
+
+/// Before a goroutine runs: make sure the M's alarm fires no later than the
+/// P's earliest timer plus [`ALARM_GRACE_NS`] (but not before the goroutine
+/// had [`ALARM_MIN_RUN_NS`]). One relaxed load when nothing changed; a
+/// `timer_settime` only when the earliest timer moved earlier or the alarm
+/// fired since.
+#[inline]
+pub(crate) fn arm_alarm(s: &Sched, m: &M, p: &P) {
+    let when = p.timers.next_when();
+    if when == u64::MAX {
+        return;
+    }
+    let armed = m.alarm_for.load(Ordering::Relaxed);
+    if armed != 0 && when >= armed {
+        return;
+    }
+    arm_alarm_slow(s, m, when);
+}
+
+#[cold]
+fn arm_alarm_slow(s: &Sched, m: &M, when: u64) {
+    let now = s.nanotime();
+    let at = when
+        .saturating_add(ALARM_GRACE_NS)
+        .max(now + ALARM_MIN_RUN_NS);
+    // u64::MAX: the kernel gave us no timer; do not ask again.
+    let armed = if m.alarm.arm_in(at - now, PREEMPT_SIGNAL, true) {
+        when
+    } else {
+        u64::MAX
+    };
+    m.alarm_for.store(armed, Ordering::Relaxed);
+}
+
 extern "C" fn sigurg_handler(
     _sig: libc::c_int,
-    _info: *mut libc::siginfo_t,
+    info: *mut libc::siginfo_t,
     _ctx: *mut libc::c_void,
 ) {
     let Some((m, s)) = tls::current() else { return };
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let alarm = !info.is_null() && unsafe { (*info).si_code } == libc::SI_TIMER;
+    if alarm {
+        // Fired: the next `execute` re-arms (owner-only word: only this
+        // thread and its handler write it).
+        m.alarm_for.store(0, Ordering::Relaxed);
+    }
     // Relaxed is enough: in_user and p are written by this very thread, and
     // the compiler fences around every write order them against us.
     if !m.in_user.load(Ordering::Relaxed) {
@@ -62,34 +123,114 @@ extern "C" fn sigurg_handler(
     if p.is_null() {
         return;
     }
-    // Go's `wantAsyncPreempt`: act only for the goroutine that was asked.
-    // The signal is not addressed to a goroutine: `preemptone` sets the flag
-    // and then signals, and a goroutine that enters the runtime in between
-    // honours the flag (clearing it) and the P starts a new slice with
-    // another goroutine — which the late signal must leave alone. (Measured:
-    // in `ping_pong_hog_shares_time` about half the light pair's
-    // preemptions, whose goroutine sees the flag within a microsecond,
-    // detached the hog that took over 0.2 ms into its fresh slice, so the hog
-    // pair got ~1 ms per light 15 ms slice: hog/light 0.3-0.5.)
-    // Relaxed: preemptone's store precedes its pthread_kill, and the kernel
-    // delivers the signal after that syscall; `execute` and `check_preempt`
-    // clear the flag on this very thread.
-    match m.curg() {
-        Some(g) if g.preempt.load(Ordering::Relaxed) => {}
-        _ => return,
-    }
     // SAFETY: M::p holds a P of this M's scheduler, which outlives the M.
     let pr: &P = unsafe { &*p };
+    let Some(g) = m.curg() else { return };
+    if alarm {
+        // The M's alarm (armed by `execute` for the P's earliest timer): if
+        // that timer is overdue while a goroutine holds the P in user code,
+        // the goroutine is a hog for the timer's purposes; take the P.
+        // Otherwise the timer it was armed for has run: re-arm for the next.
+        if !s.preempts() || pr.status() != PStatus::Running {
+            return;
+        }
+        let when = pr.timers.next_when();
+        if when == u64::MAX {
+            return;
+        }
+        // Due: the timer overdue by the grace, and the goroutine running
+        // without a switch for at least the minimum run (stamped by
+        // `execute` at every resume, from a clock the scheduler refreshed
+        // while running the P's timers). Not the slice start: a `runnext`
+        // chain (a ping-pong pair, echo handlers) inherits one slice across
+        // thousands of switches and is no hog.
+        let now = s.nanotime();
+        let start = m.run_start.load(Ordering::Relaxed);
+        let due = when
+            .saturating_add(ALARM_GRACE_NS)
+            .max(start.saturating_add(ALARM_MIN_RUN_NS));
+        if now < due {
+            if m.alarm.arm_in(due - now, PREEMPT_SIGNAL, false) {
+                m.alarm_for.store(when, Ordering::Relaxed);
+            }
+            return;
+        }
+        g.preempt.store(true, Ordering::Relaxed);
+        pr.preempt.store(true, Ordering::Relaxed);
+        s.counters.preempt_requests.fetch_add(1, Ordering::Relaxed);
+        s.counters.alarm_preempts.fetch_add(1, Ordering::Relaxed);
+    } else if !g.preempt.load(Ordering::Relaxed) {
+        // Go's `wantAsyncPreempt`: act only for the goroutine that was asked.
+        // The signal is not addressed to a goroutine: `preemptone` sets the
+        // flag and then signals, and a goroutine that enters the runtime in
+        // between honours the flag (clearing it) and the P starts a new
+        // slice with another goroutine — which the late signal must leave
+        // alone. (Measured: in `ping_pong_hog_shares_time` about half the
+        // light pair's preemptions, whose goroutine sees the flag within a
+        // microsecond, detached the hog that took over 0.2 ms into its fresh
+        // slice, so the hog pair got ~1 ms per light 15 ms slice: hog/light
+        // 0.3-0.5.) Relaxed: preemptone's store precedes its pthread_kill,
+        // and the kernel delivers the signal after that syscall; `execute`
+        // and `check_preempt` clear the flag on this very thread.
+        return;
+    }
     m.p.store(std::ptr::null_mut(), Ordering::Release);
     m.oldp.store(p, Ordering::Release);
     m.p_detached.store(true, Ordering::Relaxed);
     pr.m.store(0, Ordering::Release);
+    pr.detached.store(true, Ordering::Relaxed);
     // A new "blocking call" for sysmon's bookkeeping: it must see a fresh
     // syscalltick, or it would retake at once on a stale observation.
-    pr.syscalltick.fetch_add(1, Ordering::Relaxed);
+    let tick = pr
+        .syscalltick
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(1);
     // Release: the P is up for grabs from here on (sysmon's retake CAS).
     pr.set_status(PStatus::Syscall);
     s.counters.forced_handoffs.fetch_add(1, Ordering::Relaxed);
+    nap_until_taken(s, pr, tick);
+}
+
+/// After a forced hand-off, while work waits for the P: keep this thread
+/// off its CPU until another M runs on the P (at most
+/// [`HANDOFF_NAP_MAX_NS`]).
+///
+/// The hog goes on running on this thread without a P; on a machine whose
+/// CPUs all run hogs, the M that takes the P (and sysmon, which hands it
+/// over) would otherwise wait for the OS to preempt a hog thread, up to a
+/// scheduler tick (4 ms at 250 Hz) or more. A napping thread leaves its CPU
+/// idle, and an idle CPU runs (or pulls from a busy one) the woken thread at
+/// once. Async-signal-safe: atomics, the vDSO clock and `nanosleep`.
+fn nap_until_taken(s: &Sched, pr: &P, tick: u32) {
+    let start = s.nanotime();
+    let waiting = pr.runq_len() > 0
+        || pr.timers.next_when() <= start
+        || s.runqsize.load(Ordering::Relaxed) > 0;
+    if !waiting {
+        return;
+    }
+    loop {
+        // Taken means running on another M, not just retaken: the M it is
+        // handed to still has to get a CPU, and ours is the one to give.
+        let handing_over = match pr.status() {
+            PStatus::Syscall => pr.syscalltick.load(Ordering::Relaxed) == tick,
+            PStatus::Running => pr.m.load(Ordering::Relaxed) == 0,
+            _ => false,
+        };
+        if !handing_over {
+            return;
+        }
+        if s.nanotime().saturating_sub(start) >= HANDOFF_NAP_MAX_NS {
+            return;
+        }
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: HANDOFF_NAP_STEP_NS,
+        };
+        // SAFETY: a valid relative timespec; the remainder pointer may be
+        // null. nanosleep is async-signal-safe.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    }
 }
 
 /// A stretch of runtime code on a goroutine stack that touches the P: while

@@ -72,6 +72,16 @@ fn mcall(g: GRef, sw: &Switch) {
     // SAFETY: we are running on g's stack, so the back context is ours.
     let back = unsafe { g.take_back() }.expect("running goroutine has a scheduler context");
     // Leaving user code: the preemption signal handler must not act now.
+    // Whether we were in a runtime section travels with the G: the M that
+    // resumes it (maybe another) restores exactly that, so a section that
+    // parks and resumes elsewhere stays closed to the handler until it
+    // ends (its drop restores the state it saw at entry).
+    if let Some((m, _)) = tls::current() {
+        let was_user = m.in_user.load(Ordering::Relaxed);
+        m.in_user.store(false, Ordering::Relaxed);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        g.in_runtime.store(!was_user, Ordering::Relaxed);
+    }
     // SAFETY: (1) `back` is the g0 context that resumed us and has not been
     // resumed since; (2) callers hold no thread-local reference across this
     // call (all TLS access goes through tls::current, re-read after).
@@ -174,6 +184,7 @@ fn mstart(s: Arc<Sched>, m: Arc<M>) {
     let sp: &Sched = &s;
     tls::set_current(&*m as *const M, sp as *const Sched);
     m.bind_current_thread();
+    gmp_m::set_timer_slack(crate::sched::THREAD_TIMER_SLACK_NS);
     gmp_stack::overflow::ensure_altstack();
     crate::preempt::install_handler();
     let np = m.nextp.swap(std::ptr::null_mut(), Ordering::AcqRel);
@@ -187,6 +198,8 @@ fn mstart(s: Arc<Sched>, m: Arc<M>) {
         releasep(&m);
         p.set_status(PStatus::Idle);
     }
+    // The alarm's kernel timer names this thread: delete it with the thread.
+    m.alarm.delete();
     tls::set_current(std::ptr::null(), std::ptr::null());
 }
 
@@ -201,6 +214,9 @@ pub(crate) fn mp(m: &M) -> Option<&'static P> {
 /// Go's `acquirep`: wire `p` to `m`. The P must be ours to take (from the
 /// idle list, nextp, or a successful status CAS).
 pub(crate) fn acquirep(_s: &Sched, m: &M, p: &'static P) {
+    if p.detached.load(Ordering::Relaxed) {
+        p.detached.store(false, Ordering::Relaxed);
+    }
     p.set_status(PStatus::Running);
     p.m.store(m as *const M as usize, Ordering::Release);
     m.p.store(p as *const P as *mut P, Ordering::Release);
@@ -302,12 +318,13 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
             p.schedtick.store(t.wrapping_add(1), Ordering::Relaxed);
             m.slice_start.store(now, Ordering::Relaxed);
         }
+        m.run_start.store(now, Ordering::Relaxed);
         gmp_stack::set_current_goid(g.id(), s.stacks.stack_size());
         crate::trace::go_start(s, p.id, g);
         // SAFETY: the G is Running and owned by this M (CAS above); its
         // saved context was stored when it last switched out.
-        let ctx = match unsafe { g.take_context() } {
-            Some(ctx) => ctx,
+        let (ctx, fresh) = match unsafe { g.take_context() } {
+            Some(ctx) => (ctx, false),
             // Never ran: it gets its stack now (newproc reserved one).
             None => {
                 let stack = p.stack_get(&s.gfree, &s.stacks);
@@ -315,10 +332,18 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
                 // stack came off a free list or the allocator, so nothing
                 // else uses it; goroutine_main catches every panic and never
                 // returns.
-                unsafe { g.start(stack, goroutine_main) }
+                (unsafe { g.start(stack, goroutine_main) }, true)
             }
         };
-        m.in_user.store(true, Ordering::Relaxed);
+        if s.preempts() {
+            crate::preempt::arm_alarm(s, m, p);
+        }
+        // User code, unless the G switched out inside a runtime section
+        // (see mcall): then the handler stays off until the section ends.
+        m.in_user.store(
+            fresh || !g.in_runtime.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         // SAFETY: (1) the context is resumed once; (2) g0 holds no TLS
         // reference across the switch.
         let (gctx, data) = unsafe { ctx.resume(g.as_ptr() as usize) };
@@ -520,6 +545,19 @@ pub(crate) fn wakep(s: &Sched) {
 /// Go's `startm`: run some M on `p` (an idle P if `None`). Returns false if
 /// no P or no thread could be had (the P, if any, is back on the idle list).
 pub(crate) fn startm(s: &Sched, p: Option<&'static P>, spinning: bool) -> bool {
+    startm_with(s, p, spinning, false)
+}
+
+/// [`startm`] for a P that must run *now* (taken from a hog, or with
+/// overdue timers): the M woken for it first asks the kernel for a short
+/// slice (`gmp_m::request_slice_of`), so that it preempts a hog's thread on
+/// whatever CPU it is woken onto instead of queueing behind it for up to a
+/// scheduler tick. The M goes back to the default slice when it next parks.
+pub(crate) fn startm_urgent(s: &Sched, p: &'static P) -> bool {
+    startm_with(s, Some(p), false, true)
+}
+
+fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -> bool {
     if s.sysmon_wait.load(Ordering::Relaxed) {
         s.sysmon_note.wakeup();
     }
@@ -536,6 +574,13 @@ pub(crate) fn startm(s: &Sched, p: Option<&'static P>, spinning: bool) -> bool {
         drop(l);
         nm.spinning.store(spinning, Ordering::Relaxed);
         nm.nextp.store(p as *const P as *mut P, Ordering::Release);
+        let slice = s.debug.thread_slice_ns();
+        if urgent && slice != 0 {
+            let tid = nm.tid.load(Ordering::Acquire);
+            if tid != 0 && gmp_m::request_slice_of(tid, slice) {
+                nm.short_slice.store(true, Ordering::Relaxed);
+            }
+        }
         nm.note.wakeup();
         return true;
     }
@@ -560,6 +605,19 @@ pub(crate) fn startm(s: &Sched, p: Option<&'static P>, spinning: bool) -> bool {
 /// Go's `stopm`: park this M on the idle list until it is handed a P.
 pub(crate) fn stopm(s: &Sched, m: &M) {
     debug_assert!(mp(m).is_none(), "stopm holding a P");
+    let armed = m.alarm_for.load(Ordering::Relaxed);
+    if armed != 0 && armed != u64::MAX {
+        // No goroutine to cut short while parked: a stray alarm would only
+        // wake us for nothing.
+        m.alarm.disarm();
+        m.alarm_for.store(0, Ordering::Relaxed);
+    }
+    if m.short_slice.load(Ordering::Relaxed) {
+        // Woken urgently with a short slice (startm_urgent): back to the
+        // kernel's default now that the urgent work is done.
+        m.short_slice.store(false, Ordering::Relaxed);
+        gmp_m::request_slice_of(0, 0);
+    }
     {
         let mut l = s.locked();
         l.midle.push(m_arc(s, m));

@@ -31,9 +31,28 @@ pub struct DebugFlags {
     pub schedtrace_ms: u64,
     /// With schedtrace, a line per P, M and G.
     pub scheddetail: bool,
+    /// `threadslice=<µs>`: the scheduling slice the runtime's threads ask
+    /// the kernel for (`None`: [`DEFAULT_THREAD_SLICE_NS`]; 0: the kernel's
+    /// own default). See [`gmp_m::request_slice_of`].
+    pub thread_slice_us: Option<u64>,
 }
 
+/// The timer slack of sysmon and the Ms (see [`gmp_m::set_timer_slack`]):
+/// 1 µs instead of Linux's 50 µs, so that sysmon wakes at a slice's end or
+/// a timer's deadline, not up to 50 µs after it.
+pub const THREAD_TIMER_SLACK_NS: u64 = 1_000;
+
+/// The slice sysmon, and an M woken for a P taken from a hog, ask the
+/// kernel for: its floor (0.1 ms), so that they preempt a hog's thread at
+/// once instead of waiting for its slice to end.
+pub const DEFAULT_THREAD_SLICE_NS: u64 = 100_000;
+
 impl DebugFlags {
+    /// The slice, in ns, that runtime threads request (0: kernel default).
+    pub fn thread_slice_ns(&self) -> u64 {
+        self.thread_slice_us
+            .map_or(DEFAULT_THREAD_SLICE_NS, |us| us.saturating_mul(1000))
+    }
     /// Parses Go-style `key=value,key=value` (unknown keys are ignored).
     pub fn parse(s: &str) -> DebugFlags {
         let mut d = DebugFlags::default();
@@ -47,6 +66,7 @@ impl DebugFlags {
                 "randomize" => d.randomize = on,
                 "schedtrace" => d.schedtrace_ms = v.parse().unwrap_or(0),
                 "scheddetail" => d.scheddetail = on,
+                "threadslice" => d.thread_slice_us = v.parse().ok(),
                 _ => {}
             }
         }
@@ -124,6 +144,9 @@ pub struct Counters {
     pub preemptions: AtomicU64,
     /// Ps taken from an M stuck in user code.
     pub forced_handoffs: AtomicU64,
+    /// Preemptions requested by an M's own timer alarm (an overdue timer on
+    /// a P whose goroutine never yields).
+    pub alarm_preempts: AtomicU64,
     /// Goroutines spawned.
     pub spawned: AtomicU64,
     /// Panics caught in goroutines.
@@ -281,9 +304,14 @@ impl Sched {
         }
         if let Some(sm) = cfg.sysmon {
             let h = crate::sysmon::SysmonHandle::new(s.clone());
+            let slice_ns = s.debug.thread_slice_ns();
             let t = std::thread::Builder::new()
                 .name("gmp-sysmon".into())
-                .spawn(move || sm.run(h));
+                .spawn(move || {
+                    gmp_m::request_slice_of(0, slice_ns);
+                    gmp_m::set_timer_slack(crate::sched::THREAD_TIMER_SLACK_NS);
+                    sm.run(h)
+                });
             match t {
                 Ok(t) => s.threads.lock().unwrap().push(t),
                 Err(e) => {

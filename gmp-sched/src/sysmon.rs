@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use gmp_p::PStatus;
 
-use crate::proc::{handoffp, startm};
+use crate::proc::{handoffp, startm, startm_urgent};
 use crate::sched::{Counters, Sched};
 
 /// A system monitor plug-in (`gmp::Runtime::builder().sysmon(..)`).
@@ -52,6 +52,10 @@ pub struct PSnapshot {
     /// Its earliest timer deadline (runtime clock, ns; `u64::MAX` if none;
     /// may be a stopped timer's). Go's `p.timer0When`.
     pub timer_when: u64,
+    /// The P is in `Syscall` because the preemption signal handler took it
+    /// from a goroutine that keeps running on its thread (a forced
+    /// hand-off, e.g. by the M's timer alarm): hand it on at once.
+    pub detached: bool,
 }
 
 /// The scheduler as a sysmon sees it.
@@ -100,6 +104,7 @@ impl SysmonHandle {
             runq_len: p.runq_len(),
             slice_start,
             timer_when: p.timers.next_when(),
+            detached: p.detached.load(Ordering::Relaxed),
         })
     }
     /// Idle Ps plus spinning Ms: capacity already looking for work.
@@ -128,12 +133,13 @@ impl SysmonHandle {
             .syscall_handoffs
             .fetch_add(1, Ordering::Relaxed);
         crate::trace::handoff(&self.s, p.id);
-        if p.timers.next_when() <= self.s.nanotime() {
-            // Overdue timers (often why sysmon took the P from a hog): an M
-            // runs them on this very P at once, rather than the P going
-            // idle and some M finding them while stealing. If no thread can
-            // be had, startm leaves the P on the idle list.
-            startm(&self.s, Some(p), false);
+        if p.detached.load(Ordering::Relaxed) || p.timers.next_when() <= self.s.nanotime() {
+            // Taken from a hog, or overdue timers (often why): an M runs on
+            // this very P at once, rather than the P going idle and some M
+            // finding it while stealing, and that M is woken urgently (the
+            // CPUs may all be running hogs). If no thread can be had,
+            // startm leaves the P on the idle list.
+            startm_urgent(&self.s, p);
             return true;
         }
         handoffp(&self.s, p);

@@ -331,7 +331,7 @@ impl Sysmon for DefaultSysmon {
                     }
                     PStatus::Syscall => {
                         in_syscall = true;
-                        let forced = std::mem::take(&mut sn.asked);
+                        let forced = std::mem::take(&mut sn.asked) || p.detached;
                         // Go's `sysretake`: a goroutine that goes from one
                         // short blocking call to the next keeps its P (each
                         // look sees a new syscalltick) and its slice (it

@@ -48,9 +48,16 @@ fn timer_on_a_hogged_p_fires() {
     );
     let s2 = stop.clone();
     let (elapsed, m) = rt.block_on(move || {
-        let h = gmp::go(hog(started, s2.clone()));
+        let h = gmp::go(hog(started.clone(), s2.clone()));
         let t = Instant::now();
+        // If the OS stalls this thread for the whole millisecond before the
+        // hog starts, the timer readies main ahead of it and no preemption
+        // is needed: sleep again. Once the hog has run before main woke,
+        // main can only have woken by taking the P from it.
         gmp::sleep(Duration::from_millis(1));
+        while !started.load(Ordering::SeqCst) {
+            gmp::sleep(Duration::from_millis(1));
+        }
         let e = t.elapsed();
         let m = gmp::metrics().unwrap();
         s2.store(true, Ordering::Relaxed);
