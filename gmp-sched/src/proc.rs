@@ -76,7 +76,12 @@ fn mcall(g: GRef, sw: &Switch) {
     // resumes it (maybe another) restores exactly that, so a section that
     // parks and resumes elsewhere stays closed to the handler until it
     // ends (its drop restores the state it saw at entry).
-    if let Some((m, _)) = tls::current() {
+    // The running G's M is in `G::m` (stored by execute before the resume
+    // and not changed while the G runs): no thread-local lookup per switch.
+    let mptr = g.m.load(Ordering::Relaxed) as *const M;
+    // SAFETY: a running G's `m` is its live M (Ms live as long as the
+    // scheduler), or 0 for a G not run by `execute` (never the case here).
+    if let Some(m) = unsafe { mptr.as_ref() } {
         let was_user = m.in_user.load(Ordering::Relaxed);
         m.in_user.store(false, Ordering::Relaxed);
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
