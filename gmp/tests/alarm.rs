@@ -96,8 +96,11 @@ fn alarm_leaves_goroutines_that_switch_alone() {
     // A goroutine that yields all the time passes through the scheduler,
     // which runs due timers, so no timer stays overdue for the grace and
     // each fresh slice is shorter than the minimum run: the alarm must not
-    // preempt. (At most a couple are tolerated: an OS that deschedules the
-    // thread right after a deadline can make a timer look overdue.)
+    // preempt. (A few are tolerated: an OS that deschedules the thread for
+    // a millisecond right after a deadline makes the goroutine look like a
+    // 1 ms run with an overdue timer; a loaded 2-core CI box did that 3
+    // times in one run. An alarm that ignored the grace and the minimum run
+    // would preempt at each of the 20 sleeps.)
     let rt = rt(1);
     let m = rt.block_on(|| {
         let stop = Arc::new(AtomicBool::new(false));
@@ -118,8 +121,8 @@ fn alarm_leaves_goroutines_that_switch_alone() {
         gmp::metrics().unwrap()
     });
     assert!(
-        m.alarm_preempts <= 2,
+        m.alarm_preempts <= 5,
         "alarm preempted a yielding goroutine: {m:?}"
     );
-    assert!(m.forced_handoffs <= 2, "{m:?}");
+    assert!(m.forced_handoffs <= 5, "{m:?}");
 }
