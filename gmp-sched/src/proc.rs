@@ -280,10 +280,11 @@ fn execute(s: &Sched, m: &M, g: GRef, inherit: bool) {
         // we own it, nobody stores or takes its context meanwhile.
         unsafe { g.prefetch_context() };
         let Some(p) = mp(m) else {
-            // The P went away between findrunnable and here (seen under
-            // forced hand-offs, root cause still open: see the session
-            // notes). The G is still Runnable: queue it for any M rather
-            // than kill this thread with a panic (which hung the runtime).
+            // The P went away between findrunnable and here. Seen once
+            // under forced hand-offs before `in_user` travelled with the G
+            // (gmp-sysmon/DESIGN.md, case 5); not reached since. The G is
+            // still Runnable: queue it for any M rather than kill this
+            // thread with a panic (which hung the runtime).
             s.globrunqput(g);
             wakep(s);
             return;
