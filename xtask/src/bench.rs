@@ -4,8 +4,9 @@
 //!    `peer-tokio`/`peer-may` (the separate `xtask/peers` workspace, so
 //!    `cargo test --workspace` never builds tokio or may) and `peer-go`
 //!    (`xtask/go/*.go`, stdlib only, `GO111MODULE=off`).
-//! 2. Runs each workload × runtime `--runs` times as a child process
-//!    (`<bin> <workload> <size> <procs>`), parses its `RESULT` line, and reaps
+//! 2. Runs each workload `--runs` rounds, every runtime once per round
+//!    (interleaved, so a drifting host weighs on all alike), each run a child
+//!    process (`<bin> <workload> <size> <procs>`); parses its `RESULT` line, reaps
 //!    it with `wait4` for its peak RSS. A run that fails its self-check,
 //!    crashes or times out makes the cell `failed: <reason>`.
 //! 3. Prints a Markdown table (median time per unit · peak RSS, and gmp's
@@ -670,15 +671,81 @@ struct RunRow {
     wall_ms: u128,
 }
 
-/// Runs one cell: up to `opts.runs` runs; the first failure ends the cell.
-fn run_cell(
+/// A cell being filled, run by run.
+#[derive(Debug, Default)]
+struct CellRuns {
+    /// Time per unit of each good run, in the workload's display unit.
+    values: Vec<f64>,
+    /// Peak RSS over the runs, KiB.
+    rss_kib: u64,
+    /// The first failure, which ends the cell.
+    failed: Option<String>,
+}
+
+impl CellRuns {
+    fn finish(mut self) -> Cell {
+        match self.failed {
+            Some(e) => Cell::Failed(e),
+            None => Cell::Ok {
+                value: median(&mut self.values),
+                rss_kib: self.rss_kib,
+                runs: self.values.len(),
+            },
+        }
+    }
+}
+
+/// Runs one workload on every ready runtime, `opts.runs` rounds, each
+/// round running every runtime once in turn: a host whose speed drifts
+/// over seconds or minutes (a shared VM) then weighs on every runtime
+/// alike, instead of on whichever ran during a slow minute. A runtime's
+/// first failure ends its cell; the others go on.
+fn run_workload(
+    w: &Workload,
+    ready: &[(&'static str, &Path)],
+    opts: &Opts,
+    rows: &mut Vec<RunRow>,
+    failures: &mut Vec<String>,
+) -> BTreeMap<&'static str, CellRuns> {
+    let mut cells: BTreeMap<&'static str, CellRuns> = ready
+        .iter()
+        .map(|(rt, _)| (*rt, CellRuns::default()))
+        .collect();
+    for i in 1..=opts.runs {
+        for &(rt, bin) in ready {
+            let cell = cells.get_mut(rt).expect("a cell per ready runtime");
+            if cell.failed.is_some() {
+                continue;
+            }
+            match run_once(w, rt, bin, opts, i, rows, failures) {
+                Ok((per_unit, rss)) => {
+                    cell.values.push(per_unit);
+                    cell.rss_kib = cell.rss_kib.max(rss);
+                }
+                Err(e) => {
+                    cell.failed = Some(if opts.runs > 1 {
+                        format!("{e} (run {i}/{})", opts.runs)
+                    } else {
+                        e
+                    });
+                }
+            }
+        }
+    }
+    cells
+}
+
+/// Runs `bin` once on `w`: its time per unit (display unit) and peak RSS,
+/// or why it failed. Logs the run to stderr and `rows`.
+fn run_once(
     w: &Workload,
     rt: &'static str,
     bin: &Path,
     opts: &Opts,
+    i: usize,
     rows: &mut Vec<RunRow>,
     failures: &mut Vec<String>,
-) -> Cell {
+) -> Result<(f64, u64), String> {
     let size = if opts.quick { w.quick } else { w.full };
     let args = vec![w.name.to_string(), size.to_string(), opts.procs.to_string()];
     let envs = vec![
@@ -686,72 +753,57 @@ fn run_cell(
         ("GMP_MAXPROCS".to_string(), opts.procs.to_string()),
         ("RUST_BACKTRACE".to_string(), "0".to_string()),
     ];
-    let mut values = Vec::new();
-    let mut rss = 0;
-    for i in 1..=opts.runs {
-        let outcome = child::run(bin, &args, &envs, opts.timeout)
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))
-            .and_then(|run| {
-                let j = judge(&run);
-                rows.push(RunRow {
-                    workload: w.name,
-                    runtime: rt,
-                    run: i,
-                    status: match &j {
-                        Ok(_) => "ok".into(),
-                        Err(e) => format!("failed: {e}"),
-                    },
-                    ns: j.as_ref().map_or(f64::NAN, |s| s.ns),
-                    units: j.as_ref().map_or(0, |s| s.units),
-                    maxrss_kib: run.maxrss_kib,
-                    wall_ms: run.wall.as_millis(),
-                });
-                if j.is_err() {
-                    let tail: Vec<&str> = run.stderr.lines().rev().take(6).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    failures.push(format!(
-                        "{rt} / {} (run {i}, {:?}, size {size}): {}\n  stderr tail:\n    {}",
-                        w.name,
-                        run.exit,
-                        j.as_ref().err().map_or("", |s| s.as_str()),
-                        tail.join("\n    ")
-                    ));
-                }
-                j
+    let outcome = child::run(bin, &args, &envs, opts.timeout)
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))
+        .and_then(|run| {
+            let j = judge(&run);
+            rows.push(RunRow {
+                workload: w.name,
+                runtime: rt,
+                run: i,
+                status: match &j {
+                    Ok(_) => "ok".into(),
+                    Err(e) => format!("failed: {e}"),
+                },
+                ns: j.as_ref().map_or(f64::NAN, |s| s.ns),
+                units: j.as_ref().map_or(0, |s| s.units),
+                maxrss_kib: run.maxrss_kib,
+                wall_ms: run.wall.as_millis(),
             });
-        match outcome {
-            Ok(s) => {
-                let per_unit = s.ns / s.units as f64 / w.scale.divisor();
-                eprintln!(
-                    "   {:<11} {:<5} run {i}/{}: {} {} · {}",
+            if j.is_err() {
+                let tail: Vec<&str> = run.stderr.lines().rev().take(6).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                failures.push(format!(
+                    "{rt} / {} (run {i}, {:?}, size {size}): {}\n  stderr tail:\n    {}",
                     w.name,
-                    rt,
-                    opts.runs,
-                    fmt_num(per_unit),
-                    w.unit,
-                    fmt_rss(s.maxrss_kib)
-                );
-                values.push(per_unit);
-                rss = rss.max(s.maxrss_kib);
+                    run.exit,
+                    j.as_ref().err().map_or("", |s| s.as_str()),
+                    tail.join("\n    ")
+                ));
             }
-            Err(e) => {
-                eprintln!(
-                    "   {:<11} {:<5} run {i}/{}: FAILED: {e}",
-                    w.name, rt, opts.runs
-                );
-                let e = if opts.runs > 1 {
-                    format!("{e} (run {i}/{})", opts.runs)
-                } else {
-                    e
-                };
-                return Cell::Failed(e);
-            }
+            j
+        });
+    match outcome {
+        Ok(s) => {
+            let per_unit = s.ns / s.units as f64 / w.scale.divisor();
+            eprintln!(
+                "   {:<11} {:<5} run {i}/{}: {} {} · {}",
+                w.name,
+                rt,
+                opts.runs,
+                fmt_num(per_unit),
+                w.unit,
+                fmt_rss(s.maxrss_kib)
+            );
+            Ok((per_unit, s.maxrss_kib))
         }
-    }
-    Cell::Ok {
-        value: median(&mut values),
-        rss_kib: rss,
-        runs: values.len(),
+        Err(e) => {
+            eprintln!(
+                "   {:<11} {:<5} run {i}/{}: FAILED: {e}",
+                w.name, rt, opts.runs
+            );
+            Err(e)
+        }
     }
 }
 
@@ -925,7 +977,7 @@ fn render_report(
     );
     let _ = writeln!(
         s,
-        "- mode: {}, {} run{} per cell (cell = median time per unit · peak RSS of the process, max over runs)",
+        "- mode: {}, {} run{} per cell, runtimes interleaved round by round (cell = median time per unit · peak RSS of the process, max over runs)",
         if opts.quick { "quick, reduced sizes" } else { "full sizes" },
         opts.runs,
         if opts.runs == 1 { "" } else { "s" }
@@ -1021,9 +1073,9 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     }
 
-    let total = opts.only.len() * opts.runtimes.len();
+    let total = opts.only.len();
     eprintln!(
-        "== running {} workload(s) × {} runtime(s), {} run(s) each, procs={}{}",
+        "== running {} workload(s) × {} runtime(s), {} round(s) (every runtime once per round), procs={}{}",
         opts.only.len(),
         opts.runtimes.len(),
         opts.runs,
@@ -1035,16 +1087,31 @@ pub fn main(args: &[String]) -> ExitCode {
     let mut failures = Vec::new();
     let mut n = 0;
     for w in &opts.only {
+        n += 1;
+        let ready: Vec<(&'static str, &Path)> = opts
+            .runtimes
+            .iter()
+            .filter_map(|&rt| match bins.get(rt) {
+                Some(Bin::Ready(bin)) => Some((rt, bin.as_path())),
+                _ => None,
+            })
+            .collect();
+        eprintln!(
+            "[{n}/{total}] {} on {}",
+            w.name,
+            ready
+                .iter()
+                .map(|(rt, _)| *rt)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut runs = run_workload(w, &ready, &opts, &mut rows, &mut failures);
         let mut cells = BTreeMap::new();
         for &rt in &opts.runtimes {
-            n += 1;
-            let cell = match bins.get(rt) {
-                Some(Bin::Ready(bin)) => {
-                    eprintln!("[{n}/{total}] {} on {rt}", w.name);
-                    run_cell(w, rt, bin, &opts, &mut rows, &mut failures)
-                }
-                Some(Bin::Unavailable(why)) => Cell::Missing(why.clone()),
-                None => Cell::Missing("not selected".into()),
+            let cell = match (runs.remove(rt), bins.get(rt)) {
+                (Some(r), _) => r.finish(),
+                (None, Some(Bin::Unavailable(why))) => Cell::Missing(why.clone()),
+                _ => Cell::Missing("not selected".into()),
             };
             cells.insert(rt, cell);
         }
