@@ -12,8 +12,10 @@
 //! * [`Note`] is Go's one-shot event (`lock_futex.go`): `wakeup` sets it,
 //!   `sleep` waits until it is set, `clear` re-arms it. A wake-up that comes
 //!   before the sleep is not lost: the note stays set until cleared, and only
-//!   the sleeper clears it, after waking. The protocol that decides *which*
-//!   M to wake lives in `gmp-sched` (spinning Ms, see its DESIGN.md).
+//!   the sleeper clears it, after waking. It is one futex word: a wake-up
+//!   of a thread that is not asleep costs one atomic swap, and waking is
+//!   async-signal-safe (see `note`'s own notes). The protocol that decides
+//!   *which* M to wake lives in `gmp-sched` (spinning Ms, see its DESIGN.md).
 //! * Threads are named `gmp-m<N>`; creating one can fail (thread limits),
 //!   and [`spawn_thread`] returns the error instead of panicking so the
 //!   scheduler keeps running on the threads it has.
@@ -28,6 +30,9 @@
 //! * `std::thread::park`/`unpark`: its token is shared with everything else
 //!   that may park the thread (a user's own `park` inside `gmp::blocking`
 //!   would eat our wake-up).
+//! * A `Mutex<bool>` + `Condvar` note (the first version): a syscall on
+//!   every wake-up even with nobody asleep, a mutex round after waking, and
+//!   not callable from a signal handler.
 
 #![warn(missing_docs)]
 

@@ -1,6 +1,7 @@
-//! Loom models of the M park note (`Note`, which uses loom's `Mutex` and
-//! `Condvar` under `--cfg gmp_loom`): a wake-up is never lost, whether it
-//! comes before or after the sleeper blocks.
+//! Loom models of the M park note (`Note`: one futex word; under
+//! `--cfg gmp_loom` the futex is modelled with loom's `Mutex` + `Condvar`):
+//! a wake-up is never lost, whether it comes before or after the sleeper
+//! announces itself or blocks.
 //!
 //! Run with
 //! `RUSTFLAGS="--cfg gmp_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p gmp-m --test loom_note --release`.
@@ -44,5 +45,25 @@ fn two_rounds_handshake() {
             ack.sleep_and_clear();
         }
         m.join().unwrap();
+    });
+}
+
+/// Two wakers racing one sleeper (a `wakep` and a netpoll inject both
+/// waking the same parked M): the sleeper returns however the swaps and
+/// the wake interleave, and at most one wake-up is left over.
+#[test]
+fn two_wakers_one_sleeper() {
+    loom::model(|| {
+        let n = Arc::new(Note::new());
+        let (a, b) = (n.clone(), n.clone());
+        let wa = thread::spawn(move || a.wakeup());
+        let wb = thread::spawn(move || b.wakeup());
+        n.sleep_and_clear();
+        wa.join().unwrap();
+        wb.join().unwrap();
+        // Either both merged into the consumed one, or the second is
+        // still set: consume it, after which the note is clear.
+        let _ = n.sleep_timeout_and_clear(std::time::Duration::ZERO);
+        assert!(!n.sleep_timeout_and_clear(std::time::Duration::ZERO));
     });
 }
