@@ -188,6 +188,14 @@ extern "C" fn sigurg_handler(
     // Release: the P is up for grabs from here on (sysmon's retake CAS).
     pr.set_status(PStatus::Syscall);
     s.counters.forced_handoffs.fetch_add(1, Ordering::Relaxed);
+    if alarm {
+        // Nobody asked for this hand-off: wake sysmon to retake the P now
+        // rather than at its next planned look. (A signal from sysmon's
+        // own `preemptone` needs no wake: sysmon is waiting for it.)
+        // Note::wakeup is an atomic swap and at most one futex call:
+        // async-signal-safe.
+        s.sysmon_note.wakeup();
+    }
     nap_until_taken(s, pr, tick);
 }
 
