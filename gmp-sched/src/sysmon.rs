@@ -44,8 +44,11 @@ pub struct PSnapshot {
     pub schedtick: u32,
     /// Blocking calls entered.
     pub syscalltick: u32,
-    /// Gs queued on it.
+    /// Gs queued on it, `runnext` included.
     pub runq_len: usize,
+    /// Whether one of `runq_len` is the G in `runnext` (the one the running
+    /// goroutine just readied: it runs next, or a spinning M steals it).
+    pub runnext: bool,
     /// When its current time slice started (runtime clock, ns; a lower
     /// bound: the M stamps most slices from the coarse clock).
     pub slice_start: u64,
@@ -102,6 +105,7 @@ impl SysmonHandle {
             schedtick: p.schedtick.load(Ordering::Relaxed),
             syscalltick: p.syscalltick.load(Ordering::Relaxed),
             runq_len: p.runq_len(),
+            runnext: p.has_runnext(),
             slice_start,
             timer_when: p.timers.next_when(),
             detached: p.detached.load(Ordering::Relaxed),

@@ -32,6 +32,13 @@
 //!   Go: a short slice there turned a spawn-heavy program into a storm of
 //!   preemptions (a million spawns under `GMP_DEBUG=migrate=1` took over a
 //!   minute instead of half a second).
+//!   Unlike Go, a slice is only taken when someone waits for the CPU: a
+//!   goroutine queued on that P, one on the global queue, or the P's
+//!   `runnext` when no idle P or spinning M can steal it. Go preempts
+//!   regardless (it needs every goroutine at a safe point for its GC); we
+//!   have no GC, and a preempted goroutine nobody waits for only goes to the
+//!   global queue and comes straight back, or moves to an idle P and starts
+//!   cold. Such a P is looked at again every [`IDLE_SLICE_LOOK_NS`].
 //!   As in Go's `retake`, asking does not restart the slice, so if a
 //!   `runnext` partner inherits it, the partner is asked too (every
 //!   [`REPREEMPT_NS`]) until the P starts a new slice. If the M is in user
@@ -83,6 +90,10 @@ pub const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// How often a slice that overran is asked again to yield: 100 µs (Go
 /// asks at every sysmon tick; this bounds the signals sent to a hog).
 pub const REPREEMPT_NS: u64 = 100_000;
+/// How often a P whose plain slice is over, but for whose CPU nobody waits,
+/// is looked at again: 1 ms (so a goroutine that becomes runnable behind it
+/// waits at most about that long past the slice's end).
+pub const IDLE_SLICE_LOOK_NS: u64 = 1_000_000;
 /// How long sysmon waits, yielding its thread, for a signalled M to detach
 /// its P so that it can hand the P on in the same tick: 50 µs (a signal to
 /// a running thread lands in a few µs; an M the OS has descheduled is left
@@ -182,7 +193,15 @@ impl DefaultSysmon {
         let contended = sn.short || w.contended(p);
         let end = self.slice_end(p, sn, w);
         let mut next = end;
-        if now >= end {
+        if now >= end && !contended && !Self::work_waits(h, p, w) {
+            // The plain slice is over but nobody waits for this CPU: the
+            // goroutine (often a runnext chain, a ring of hand-offs, that
+            // inherits one slice) would only go to the global queue and be
+            // taken straight back, or by an idle P, which then starts cold.
+            // Look again in a while: work that turns up meanwhile waits at
+            // most that long past the slice's end.
+            next = now.saturating_add(IDLE_SLICE_LOOK_NS);
+        } else if now >= end {
             // As Go's retake: the slice's start is NOT reset by asking. If
             // the G yields but its runnext partner inherits the slice (same
             // schedtick), the partner is asked too, a moment later;
@@ -204,6 +223,13 @@ impl DefaultSysmon {
             next = next.min(p.timer_when.max(sn.schedwhen.saturating_add(cslice)));
         }
         next
+    }
+
+    /// Whether some goroutine waits for a CPU that P's running goroutine
+    /// holds: one queued behind it, one on the global queue, or the one in
+    /// its `runnext` when no idle P or spinning M is there to steal it.
+    fn work_waits(h: &SysmonHandle, p: &PSnapshot, w: &Waiting) -> bool {
+        p.runq_len > usize::from(p.runnext) || w.global > 0 || (p.runnext && h.idle_capacity() == 0)
     }
 
     /// Whether P `i` in `Syscall` should be handed to another M now.

@@ -356,3 +356,45 @@ fn ping_pong_hog_once() -> (u64, u64) {
         (h, l)
     })
 }
+
+/// A goroutine whose slice is over but for whose CPU nobody waits is left
+/// alone (no signal, no trip through the global queue): on 1 P, a hog runs
+/// 40 ms (four plain slices) while main is parked on `join`, and sysmon
+/// asks nothing. Then main's timer falls due on the hogged P, and the hog
+/// is asked to yield so main runs.
+#[test]
+fn a_hog_nobody_waits_for_is_not_preempted() {
+    let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+    let (quiet, after) = rt.block_on(|| {
+        let h = gmp::go(|| {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(40) {
+                std::hint::black_box(0);
+            }
+            gmp::metrics().unwrap()
+        });
+        let quiet = h.join().unwrap();
+        // Now someone waits: main's own wake-up, behind a second hog.
+        let stop = Arc::new(AtomicBool::new(false));
+        let h2 = gmp::go(hog(stop.clone()));
+        gmp::yield_now(); // let the hog take the P
+        gmp::sleep(Duration::from_millis(1));
+        let after = gmp::metrics().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        h2.join().unwrap();
+        (quiet, after)
+    });
+    assert_eq!(
+        (
+            quiet.preempt_requests,
+            quiet.preemptions,
+            quiet.forced_handoffs
+        ),
+        (0, 0, 0),
+        "a hog nobody waited for was preempted: {quiet:?}"
+    );
+    assert!(
+        after.preempt_requests + after.alarm_preempts + after.forced_handoffs > 0,
+        "main resumed behind a hog without a preemption: {after:?}"
+    );
+}
