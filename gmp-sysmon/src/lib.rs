@@ -409,7 +409,11 @@ impl Sysmon for DefaultSysmon {
             if !asked.is_empty() {
                 let t0 = Instant::now();
                 while !asked.is_empty() && t0.elapsed() < HANDOFF_WAIT {
-                    std::hint::spin_loop();
+                    // Yield, not spin: on a machine whose CPUs all run
+                    // Ms, the thread we signalled may be queued behind us
+                    // on this very CPU, and a spin would keep its handler
+                    // (the detach we wait for) from running.
+                    std::thread::yield_now();
                     asked.retain(|&i| {
                         let Some(p) = h.p(i) else { return false };
                         let sn = &mut seen[i];
