@@ -1020,9 +1020,10 @@ const RUNNEXT_BACKOFF: std::time::Duration = std::time::Duration::from_micros(50
 /// op takes ~50 ns, so a readied G is usually run by its own P by then).
 ///
 /// The back-off *sleeps*, as Go's `usleep(3)` does, rather than
-/// busy-waiting: the M stays counted in `nmspinning` meanwhile, so the victim's next `goready`/`wakep` (one per
-/// channel hand-off in a ping-pong) is a no-op instead of a futex wake of
-/// an M that a short busy-wait had let give up and sleep. Measured on the
+/// busy-waiting: the M stays counted in `nmspinning` meanwhile, so the
+/// victim's next `goready`/`wakep` (one per channel hand-off in a
+/// ping-pong) is a no-op instead of a futex wake of an M that a short
+/// busy-wait had let give up and sleep. Measured on the
 /// channel workloads (2 Ps): futex calls per 1M select messages 59k -> 4k,
 /// pingpong ~900 -> ~560 ns per round trip.
 ///
