@@ -150,8 +150,17 @@ impl Sched {
     /// Go's `newm`: creates an M thread, which will start by acquiring `p`.
     /// Fails (returning `false`) past the thread cap or when the OS refuses.
     pub(crate) fn newm(&self, p: Option<&'static P>, spinning: bool) -> bool {
+        self.newm_with(p, spinning, true)
+    }
+
+    /// [`newm`](Self::newm); `warn` says whether reaching the thread cap is
+    /// worth the one-time warning (not for a spare, which is optional).
+    pub(crate) fn newm_with(&self, p: Option<&'static P>, spinning: bool, warn: bool) -> bool {
         let n = self.allm.lock().unwrap().len();
         if n >= self.max_threads.load(Ordering::Relaxed) {
+            if !warn {
+                return false;
+            }
             self.thread_limit_warning(format_args!(
                 "gmp: program exceeds the {}-thread limit; continuing on the existing threads",
                 self.max_threads.load(Ordering::Relaxed)
@@ -176,6 +185,9 @@ impl Sched {
             }
             Err(e) => {
                 self.allm.lock().unwrap().retain(|x| !Arc::ptr_eq(x, &m));
+                if !warn {
+                    return false;
+                }
                 self.thread_limit_warning(format_args!(
                     "gmp: cannot create thread gmp-m{id}: {e}; continuing on the existing threads"
                 ));
@@ -577,6 +589,7 @@ fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -
     };
     if let Some(nm) = l.midle.pop() {
         s.nmidle.fetch_sub(1, Ordering::Relaxed);
+        let took_last = l.midle.is_empty();
         drop(l);
         nm.spinning.store(spinning, Ordering::Relaxed);
         nm.nextp.store(p as *const P as *mut P, Ordering::Release);
@@ -588,10 +601,14 @@ fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -
             }
         }
         nm.note.wakeup();
+        if took_last {
+            ensure_spare_m(s);
+        }
         return true;
     }
     drop(l);
     if s.newm(Some(p), spinning) {
+        ensure_spare_m(s);
         return true;
     }
     // No thread for this P (thread cap or OS refusal): its queued Gs go to
@@ -606,6 +623,35 @@ fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -
     let mut l = s.locked();
     pidleput(s, &mut l, p);
     false
+}
+
+/// Keeps one M parked in reserve: called by `startm` when it took the last
+/// idle M or had to create a thread, i.e. when the next `startm` would have
+/// to create one.
+///
+/// Why: the `startm` that matters most for latency is the one that hands a
+/// P taken from a hog (or from an M stuck in a blocking call) to another
+/// M, often from sysmon or right after a signal, while every CPU runs a
+/// hog. Waking a parked M costs one futex wake; creating one costs a
+/// `clone`, a stack `mmap` and the new thread's first trip through the OS
+/// scheduler, measured at 100-400 µs on a loaded 2-core VM (hog-latency:
+/// 1 ms sleep resumed at 1.25-1.6 ms, of which the thread start was the
+/// largest part). Here the thread is created by the caller after it
+/// already woke (or created) the M it needed, so nobody waits for it.
+///
+/// Bound: a spare is created only while the idle list is empty, and at
+/// most one is in flight (`spare_starting`, cleared when any M parks). The
+/// Ms that are not idle hold a P, sit in a blocking call or in the blocking
+/// netpoll, so the pool stays within that count plus one, and never
+/// beyond the thread cap (a spare past the cap is silently not made: it
+/// is an optimisation, not a need).
+pub(crate) fn ensure_spare_m(s: &Sched) {
+    if s.spare_starting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if !s.newm_with(None, false, false) {
+        s.spare_starting.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Go's `stopm`: park this M on the idle list until it is handed a P.
@@ -628,6 +674,9 @@ pub(crate) fn stopm(s: &Sched, m: &M) {
         let mut l = s.locked();
         l.midle.push(m_arc(s, m));
         s.nmidle.fetch_add(1, Ordering::Relaxed);
+        // The idle list is not empty any more: a spare may be made again
+        // once it is (see ensure_spare_m).
+        s.spare_starting.store(false, Ordering::Relaxed);
         crate::deadlock::checkdead(s, &l);
     }
     s.counters.mparks.fetch_add(1, Ordering::Relaxed);

@@ -188,6 +188,9 @@ pub struct Sched {
     pub(crate) mnext: AtomicU64,
     pub(crate) max_threads: AtomicUsize,
     pub(crate) thread_limit_reported: AtomicBool,
+    /// A spare M is being created ([`crate::proc::ensure_spare_m`]);
+    /// cleared when an M parks on the idle list.
+    pub(crate) spare_starting: AtomicBool,
     pub(crate) goidgen: AtomicU64,
     pub(crate) main_goid_taken: AtomicBool,
     /// Live goroutines created or exited without a P (the per-P counters
@@ -269,6 +272,7 @@ impl Sched {
             mnext: AtomicU64::new(0),
             max_threads: AtomicUsize::new(cfg.max_threads.max(cfg.procs + 1)),
             thread_limit_reported: AtomicBool::new(false),
+            spare_starting: AtomicBool::new(false),
             goidgen: AtomicU64::new(2),
             main_goid_taken: AtomicBool::new(false),
             ngoroutine: AtomicI64::new(0),

@@ -398,3 +398,52 @@ fn a_hog_nobody_waits_for_is_not_preempted() {
         "main resumed behind a hog without a preemption: {after:?}"
     );
 }
+
+#[test]
+fn a_p_taken_from_a_hog_goes_to_a_parked_spare_m() {
+    // Every P runs a hog; main sleeps, so each wake-up needs a P taken from
+    // a hog and an M to run it. A spare M is kept parked for that hand-off
+    // (proc::ensure_spare_m), so after main resumes one must come back to
+    // the idle list, and the thread count must not grow with the cycles.
+    const PROCS: usize = 2;
+    const CYCLES: usize = 30;
+    let rt = gmp::Runtime::builder().procs(PROCS).build().unwrap();
+    let sched = rt.sched().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let (spare_seen, threads) = rt.block_on(move || {
+        let hs: Vec<_> = (0..PROCS).map(|_| gmp::go(hog(s2.clone()))).collect();
+        gmp::yield_now();
+        let mut threads = Vec::new();
+        let mut spare_seen = 0;
+        for _ in 0..CYCLES {
+            gmp::sleep(Duration::from_millis(1));
+            // The spare is created after the hand-off, by whoever woke the
+            // last idle M: give its thread time to start and park.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(2) {
+                if gmp::metrics().unwrap().idle_threads >= 1 {
+                    spare_seen += 1;
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            threads.push(gmp::metrics().unwrap().threads);
+        }
+        s2.store(true, Ordering::Relaxed);
+        for h in hs {
+            h.join().unwrap();
+        }
+        (spare_seen, threads)
+    });
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(spare_seen, CYCLES, "no parked spare M after a hand-off");
+    // Ms: one per P, the hog that lost its P on its own thread, one in the
+    // blocking netpoll, the spare, and one spare in flight.
+    let max = *threads.iter().max().unwrap();
+    assert!(
+        max <= 2 * PROCS + 2,
+        "threads grew with hand-offs: {threads:?} (scheduler mcount {})",
+        sched.mcount()
+    );
+}
