@@ -643,9 +643,8 @@ fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -
 /// most one is in flight (`spare_starting`, cleared when any M parks). The
 /// Ms that are not idle hold a P, sit in a blocking call or in the blocking
 /// netpoll, or are between giving up a P and parking, so the pool stays
-/// within that count plus one, and never
-/// beyond the thread cap (a spare past the cap is silently not made: it
-/// is an optimisation, not a need).
+/// within that count plus one, and never beyond the thread cap (a spare
+/// past the cap is silently not made: it is an optimisation, not a need).
 pub(crate) fn ensure_spare_m(s: &Sched) {
     // An M between giving up its P and parking may have parked since the
     // caller saw the idle list empty: then it is the spare.
