@@ -26,10 +26,15 @@
 //!   still exactly one mapping, and the number of mappings grows with the
 //!   number of slabs (one per 64 MiB of stacks), not with the number of
 //!   goroutines. One million 256 KiB stacks use about 4,100 mappings.
+//!   A slot gets its guard when it is carved, not when its slab is mapped:
+//!   a burst of spawns reserves many more slots than it ever carves (each
+//!   queued goroutine holds a reservation until it first runs), and the
+//!   madvise costs ~1 µs per slot.
 //!   On older kernels the madvise fails with `EINVAL` and we fall back to an
-//!   `mprotect(PROT_NONE)` guard per slot; overflow is still caught, but each
-//!   stack then costs two mappings and the goroutine count is bounded by
-//!   `vm.max_map_count / 2`. [`guard_mode`] reports which is in use.
+//!   `mprotect(PROT_NONE)` guard per slot, all installed when the slab is
+//!   mapped; overflow is still caught, but each stack then costs two
+//!   mappings and the goroutine count is bounded by `vm.max_map_count / 2`.
+//!   [`guard_mode`] reports which is in use.
 //! * **How every stack's overflow is detected.** Touching a guard region
 //!   raises `SIGSEGV`. The handler installed by [`overflow::install`] runs on
 //!   an alternate signal stack, looks the faulting address up in a lock-free
@@ -53,9 +58,14 @@
 //!    dropped; stacks are recycled by the stack caches above this crate, not
 //!    returned here.
 //! 2. Every reservation ([`StackAllocator::reserve`]) is backed by a mapped,
-//!    guarded, uncarved slot, so `alloc_reserved` never fails: the scheduler
-//!    reserves at spawn (where an error can be reported) and carves at a
-//!    goroutine's first run (where it could not be).
+//!    uncarved slot, so `alloc_reserved` never runs out of address space or
+//!    mappings: the scheduler reserves at spawn (where an error can be
+//!    reported) and carves at a goroutine's first run (where it could not
+//!    be). What carving may still need, a `madvise` guard's page-table
+//!    entry, fails only when the machine is out of memory, and that is
+//!    fatal, as in Go.
+//! 5. No stack is handed out before the guard below it is installed (by
+//!    the slab's mapping in `mprotect` mode, by the carve otherwise).
 //! 3. A slab is unmapped only when its allocator is dropped, and the runtime
 //!    drops its allocator only after every M thread that could run on one of
 //!    its stacks has been joined.

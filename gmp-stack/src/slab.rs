@@ -168,10 +168,33 @@ impl Stack {
     }
 }
 
+/// A slot just carved: its stack, and the guard still to install (a
+/// lazily guarded slab's fresh slot).
+#[must_use]
+struct Carved {
+    stack: Stack,
+    guard: Option<(usize, usize)>,
+}
+
+impl Carved {
+    /// Installs the guard if it is still missing; only then may the stack
+    /// be used. A failed guard leaves the slot carved and unused (a lost
+    /// slot, not a hole: nothing ever runs on it).
+    fn finish(self) -> Result<Stack, StackError> {
+        if let Some((slot, len)) = self.guard {
+            install_lazy_guard(slot, len)?;
+        }
+        Ok(self.stack)
+    }
+}
+
 struct Slab {
     base: usize,
     len: usize,
     table_index: usize,
+    /// Whether every slot's guard went in when the slab was mapped
+    /// (`mprotect` mode); otherwise each slot gets its guard when carved.
+    guarded: bool,
 }
 
 /// The slabs and the carving cursor. Every slot of every slab has its guard
@@ -295,13 +318,21 @@ impl StackAllocator {
         Ok(())
     }
 
-    /// Carves the next slot. Requires: at least one uncarved slot.
-    fn carve(&self, c: &mut Carver) -> Stack {
+    /// Carves the next slot. Requires: at least one uncarved slot. The
+    /// stack must not be handed out before [`Carved::finish`] installs its
+    /// guard (done outside the lock: it is a system call).
+    fn carve(&self, c: &mut Carver) -> Carved {
         debug_assert!(c.uncarved(self.slots_per_slab) > 0);
         if let Some(st) = c.returned.pop() {
-            return st;
+            // Carved once before, so its guard is in.
+            return Carved {
+                stack: st,
+                guard: None,
+            };
         }
-        let slot = c.slabs[c.current].base + c.next_slot * self.slot_size;
+        let slab = &c.slabs[c.current];
+        let slot = slab.base + c.next_slot * self.slot_size;
+        let guarded = slab.guarded;
         c.next_slot += 1;
         if c.next_slot == self.slots_per_slab {
             c.current += 1;
@@ -309,20 +340,26 @@ impl StackAllocator {
         }
         self.allocated.fetch_add(1, Ordering::Relaxed);
         let bottom = slot + (self.slot_size - self.stack_size);
-        Stack {
-            // SAFETY: slot is inside a successful mmap, hence non-null.
-            bottom: unsafe { NonNull::new_unchecked(bottom as *mut u8) },
-            size: self.stack_size,
+        Carved {
+            stack: Stack {
+                // SAFETY: slot is inside a successful mmap, hence non-null.
+                bottom: unsafe { NonNull::new_unchecked(bottom as *mut u8) },
+                size: self.stack_size,
+            },
+            guard: (!guarded).then_some((slot, self.slot_size - self.stack_size)),
         }
     }
 
     /// Carves a fresh stack (mapping a new slab when none is left over the
     /// reservations).
     pub fn alloc(&self) -> Result<Stack, StackError> {
-        let mut c = self.lock();
-        let want = c.reserved + 1;
-        self.ensure_uncarved(&mut c, want)?;
-        Ok(self.carve(&mut c))
+        let carved = {
+            let mut c = self.lock();
+            let want = c.reserved + 1;
+            self.ensure_uncarved(&mut c, want)?;
+            self.carve(&mut c)
+        };
+        carved.finish()
     }
 
     /// Promises `n` more stacks to later [`alloc_reserved`](Self::alloc_reserved)
@@ -357,13 +394,23 @@ impl StackAllocator {
     }
 
     /// Carves a stack promised by an earlier [`reserve`](Self::reserve),
-    /// consuming the promise. Cannot fail: the slot is already mapped and
-    /// guarded. Panics if no promise is outstanding (a caller bug).
+    /// consuming the promise. The slot is already mapped, so this cannot
+    /// run out of address space or mappings; in `madvise` mode it installs
+    /// the slot's guard, and if the kernel cannot even allocate the page
+    /// table for that (the machine is out of memory) the process dies with
+    /// a message, as Go's does when `stackalloc` finds no memory. Panics if
+    /// no promise is outstanding (a caller bug).
     pub fn alloc_reserved(&self) -> Stack {
-        let mut c = self.lock();
-        assert!(c.reserved > 0, "alloc_reserved without a reservation");
-        c.reserved -= 1;
-        self.carve(&mut c)
+        let carved = {
+            let mut c = self.lock();
+            assert!(c.reserved > 0, "alloc_reserved without a reservation");
+            c.reserved -= 1;
+            self.carve(&mut c)
+        };
+        carved.finish().unwrap_or_else(|e| {
+            eprintln!("fatal error: out of memory: {e}");
+            std::process::abort()
+        })
     }
 
     fn map_slab(&self) -> Result<Slab, StackError> {
@@ -388,15 +435,27 @@ impl StackAllocator {
             // SAFETY: we just mapped exactly this range and nobody uses it.
             unsafe { libc::munmap(base as *mut _, len) };
         };
-        // Every slot's guard now, so that carving (and `alloc_reserved`)
-        // cannot fail later. A madvise guard costs no mapping; an mprotect
-        // one splits the mapping, which may hit vm.max_map_count here.
-        for i in 0..self.slots_per_slab {
-            if let Err(e) =
-                install_guard(base + i * self.slot_size, self.slot_size - self.stack_size)
-            {
-                unmap();
-                return Err(e);
+        // Slot 0's guard now: the first one also decides the guard mode.
+        // An mprotect guard splits the mapping, which may hit
+        // vm.max_map_count, so in that mode every slot's guard goes in now,
+        // where the failure reaches `reserve` (a spawn) and carving cannot
+        // fail later. A madvise guard costs no mapping, only a page-table
+        // entry, so those go in as slots are carved: a burst of spawns
+        // reserves far more slots than it ever carves (1M trivial
+        // goroutines reserved ~55,000 and carved 4), and one madvise per
+        // slot at mapping time cost ~1 us each on the spawning thread.
+        let guard_len = self.slot_size - self.stack_size;
+        if let Err(e) = install_guard(base, guard_len) {
+            unmap();
+            return Err(e);
+        }
+        let guarded = MODE.load(Ordering::Relaxed) == MODE_MPROTECT;
+        if guarded {
+            for i in 1..self.slots_per_slab {
+                if let Err(e) = install_guard(base + i * self.slot_size, guard_len) {
+                    unmap();
+                    return Err(e);
+                }
             }
         }
         match register_slab(base, len, self.slot_size, self.stack_size) {
@@ -404,6 +463,7 @@ impl StackAllocator {
                 base,
                 len,
                 table_index,
+                guarded,
             }),
             None => {
                 unmap();
@@ -455,6 +515,25 @@ fn install_guard(slot: usize, len: usize) -> Result<(), StackError> {
         return Err(StackError::Guard(errno()));
     }
     Ok(())
+}
+
+/// Installs the guard of a slot being carved from a lazily guarded slab
+/// (`madvise` mode). Should the madvise fail (no memory for the page
+/// table), an mprotect guard is tried before giving up.
+fn install_lazy_guard(slot: usize, len: usize) -> Result<(), StackError> {
+    // SAFETY: the range is the guard region of a slot that was just carved
+    // by the caller alone, inside a private anonymous mapping we own; no
+    // stack has been handed out over it.
+    let r = unsafe { libc::madvise(slot as *mut _, len, MADV_GUARD_INSTALL) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = errno();
+    // SAFETY: as above; PROT_NONE on our own unused range.
+    if unsafe { libc::mprotect(slot as *mut _, len, libc::PROT_NONE) } == 0 {
+        return Ok(());
+    }
+    Err(StackError::Guard(e))
 }
 
 fn register_slab(base: usize, len: usize, slot_size: usize, stack_size: usize) -> Option<usize> {
@@ -614,6 +693,45 @@ mod tests {
         a.unreserve(2);
         assert_eq!(a.reserved(), 1);
         assert_eq!(a.allocated(), 2 * per_slab + 1);
+    }
+
+    /// Writes one byte at `addr` in a forked child; true if the child died
+    /// of a signal (the guard: our overflow handler aborts, or SIGSEGV).
+    fn write_kills_a_child(addr: *mut u8) -> bool {
+        // SAFETY: the child only performs a volatile store and `_exit`
+        // (async-signal-safe after fork in a threaded process); the parent
+        // reaps it.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                std::ptr::write_volatile(addr, 1u8);
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            libc::WIFSIGNALED(status)
+        }
+    }
+
+    #[test]
+    fn every_carved_stack_has_a_real_guard_below_it() {
+        let a = StackAllocator::new(16 * 1024).unwrap();
+        a.reserve(2).unwrap();
+        // The first slot's guard goes in with the slab; later slots get
+        // theirs when carved, by either path.
+        let stacks = [a.alloc_reserved(), a.alloc_reserved(), a.alloc().unwrap()];
+        for st in stacks {
+            assert!(
+                !write_kills_a_child(st.bottom()),
+                "the stack itself is writable"
+            );
+            assert!(
+                write_kills_a_child(st.bottom().wrapping_sub(1)),
+                "no guard below {st:?} ({:?} mode)",
+                guard_mode()
+            );
+        }
     }
 
     #[test]
