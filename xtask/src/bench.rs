@@ -7,11 +7,20 @@
 //! 2. Runs each workload `--runs` rounds, every runtime once per round
 //!    (interleaved, so a drifting host weighs on all alike), each run a child
 //!    process (`<bin> <workload> <size> <procs>`); parses its `RESULT` line, reaps
-//!    it with `wait4` for its peak RSS. A run that fails its self-check,
-//!    crashes or times out makes the cell `failed: <reason>`.
+//!    it with `wait4` for its peak RSS and CPU time (user + system). A run
+//!    that fails its self-check, crashes or times out makes the cell
+//!    `failed: <reason>`.
 //! 3. Prints a Markdown table (median time per unit · peak RSS, and gmp's
-//!    ratio to the best peer), and writes `target/bench/results.md`,
-//!    `target/bench/ratios.svg` and `target/bench/runs.csv`.
+//!    ratio to the best peer), then a second one of the median CPU time per
+//!    run and the host's steal over the runs (`/proc/stat`), and writes
+//!    `target/bench/results.md`, `target/bench/ratios.svg` and
+//!    `target/bench/runs.csv`.
+//!
+//! Why CPU time too: on a shared VM the host can take more of our CPUs
+//! than we get (steal above 50 % was measured on the 2-core machines),
+//! which stretches every wall time by a factor that changes minute to
+//! minute. CPU time does not count steal, so its ratios move less; the
+//! wall-time table stays the verdict.
 
 mod child;
 mod svg;
@@ -586,6 +595,8 @@ struct Sample {
     ns: f64,
     units: u64,
     maxrss_kib: u64,
+    /// CPU time of the whole process (user + system), ms.
+    cpu_ms: f64,
 }
 
 /// Judges one finished child run.
@@ -608,6 +619,7 @@ fn judge(run: &ChildRun) -> Result<Sample, String> {
                         ns,
                         units,
                         maxrss_kib: run.maxrss_kib,
+                        cpu_ms: run.cpu.as_secs_f64() * 1e3,
                     }),
                     _ => Err("malformed RESULT line".into()),
                 }
@@ -640,6 +652,8 @@ enum Cell {
         /// Peak RSS over the runs, KiB.
         rss_kib: u64,
         runs: usize,
+        /// Median CPU time of the process (user + system) per run, ms.
+        cpu_ms: f64,
     },
     Failed(String),
     /// Not run (binary unavailable).
@@ -669,6 +683,7 @@ struct RunRow {
     units: u64,
     maxrss_kib: u64,
     wall_ms: u128,
+    cpu_ms: u128,
 }
 
 /// A cell being filled, run by run.
@@ -678,6 +693,8 @@ struct CellRuns {
     values: Vec<f64>,
     /// Peak RSS over the runs, KiB.
     rss_kib: u64,
+    /// CPU time (user + system) of each good run, ms.
+    cpu_ms: Vec<f64>,
     /// The first failure, which ends the cell.
     failed: Option<String>,
 }
@@ -690,6 +707,7 @@ impl CellRuns {
                 value: median(&mut self.values),
                 rss_kib: self.rss_kib,
                 runs: self.values.len(),
+                cpu_ms: median(&mut self.cpu_ms),
             },
         }
     }
@@ -718,9 +736,10 @@ fn run_workload(
                 continue;
             }
             match run_once(w, rt, bin, opts, i, rows, failures) {
-                Ok((per_unit, rss)) => {
-                    cell.values.push(per_unit);
-                    cell.rss_kib = cell.rss_kib.max(rss);
+                Ok(s) => {
+                    cell.values.push(s.per_unit);
+                    cell.rss_kib = cell.rss_kib.max(s.maxrss_kib);
+                    cell.cpu_ms.push(s.cpu_ms);
                 }
                 Err(e) => {
                     cell.failed = Some(if opts.runs > 1 {
@@ -735,8 +754,16 @@ fn run_workload(
     cells
 }
 
-/// Runs `bin` once on `w`: its time per unit (display unit) and peak RSS,
-/// or why it failed. Logs the run to stderr and `rows`.
+/// What a good run contributes to its cell.
+struct RunOk {
+    /// Time per unit, in the workload's display unit.
+    per_unit: f64,
+    maxrss_kib: u64,
+    cpu_ms: f64,
+}
+
+/// Runs `bin` once on `w`: its time per unit (display unit), peak RSS and
+/// CPU time, or why it failed. Logs the run to stderr and `rows`.
 fn run_once(
     w: &Workload,
     rt: &'static str,
@@ -745,7 +772,7 @@ fn run_once(
     i: usize,
     rows: &mut Vec<RunRow>,
     failures: &mut Vec<String>,
-) -> Result<(f64, u64), String> {
+) -> Result<RunOk, String> {
     let size = if opts.quick { w.quick } else { w.full };
     let args = vec![w.name.to_string(), size.to_string(), opts.procs.to_string()];
     let envs = vec![
@@ -769,6 +796,7 @@ fn run_once(
                 units: j.as_ref().map_or(0, |s| s.units),
                 maxrss_kib: run.maxrss_kib,
                 wall_ms: run.wall.as_millis(),
+                cpu_ms: run.cpu.as_millis(),
             });
             if j.is_err() {
                 let tail: Vec<&str> = run.stderr.lines().rev().take(6).collect();
@@ -795,7 +823,11 @@ fn run_once(
                 w.unit,
                 fmt_rss(s.maxrss_kib)
             );
-            Ok((per_unit, s.maxrss_kib))
+            Ok(RunOk {
+                per_unit,
+                maxrss_kib: s.maxrss_kib,
+                cpu_ms: s.cpu_ms,
+            })
         }
         Err(e) => {
             eprintln!(
@@ -905,6 +937,82 @@ fn render_table(opts: &Opts, results: &Results) -> String {
     s
 }
 
+/// gmp's CPU time / the least of the successful peers': `(ratio, peer)`.
+fn cpu_ratio(cells: &BTreeMap<&str, Cell>) -> Option<(f64, &'static str)> {
+    let Some(Cell::Ok { cpu_ms: gmp, .. }) = cells.get("gmp") else {
+        return None;
+    };
+    PEERS
+        .iter()
+        .filter_map(|p| match cells.get(p) {
+            Some(Cell::Ok { cpu_ms, .. }) if *cpu_ms > 0.0 => Some((*cpu_ms, *p)),
+            _ => None,
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(v, p)| (gmp / v, p))
+}
+
+/// The CPU-time table: median user + system time of each process per
+/// run. On a shared host, time the host gives to other guests (steal)
+/// stretches wall times but is not counted here, so this table is the
+/// steadier view of how much work each runtime did.
+fn render_cpu_table(opts: &Opts, results: &Results) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "| workload |");
+    for rt in &opts.runtimes {
+        let _ = write!(s, " {rt} |");
+    }
+    let _ = writeln!(s, " gmp / least peer |");
+    let _ = write!(s, "|---|");
+    for _ in &opts.runtimes {
+        let _ = write!(s, "---|");
+    }
+    let _ = writeln!(s, "---|");
+    for (w, cells) in results {
+        let _ = write!(s, "| {} |", w.name);
+        for rt in &opts.runtimes {
+            let cell = match cells.get(rt) {
+                Some(Cell::Ok { cpu_ms, .. }) => format!("{} ms", fmt_num(*cpu_ms)),
+                Some(Cell::Failed(_)) => "failed".into(),
+                _ => "—".into(),
+            };
+            let _ = write!(s, " {cell} |");
+        }
+        let ratio = match cpu_ratio(cells) {
+            Some((x, p)) if x >= 1.0 => format!("{x:.2}× vs {p} ⚠ more"),
+            Some((x, p)) => format!("{x:.2}× vs {p}"),
+            None => "n/a".into(),
+        };
+        let _ = writeln!(s, " {ratio} |");
+    }
+    s
+}
+
+/// The machine-wide CPU counters of `/proc/stat`: `(steal, total)` in
+/// ticks, total being user + nice + system + idle + iowait + irq +
+/// softirq + steal.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_ticks(stat.lines().next()?)
+}
+
+fn parse_cpu_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    (v.len() == 8).then(|| (v[7], v.iter().sum()))
+}
+
+/// Share of the machine's CPU time that the host gave to other guests
+/// between two [`cpu_ticks`] readings, in percent.
+fn steal_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.1.checked_sub(before.1)?;
+    let steal = after.0.checked_sub(before.0)?;
+    (total > 0).then(|| 100.0 * steal as f64 / total as f64)
+}
+
 fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(cmd).args(args).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -957,12 +1065,16 @@ struct Env {
     cpus: usize,
     rustc: String,
     go: String,
+    /// Host steal over the runs, percent (None where `/proc/stat` is
+    /// unreadable).
+    steal_percent: Option<f64>,
 }
 
 fn render_report(
     opts: &Opts,
     env: &Env,
     table: &str,
+    cpu_table: &str,
     failures: &[String],
     notes: &[String],
 ) -> String {
@@ -990,13 +1102,27 @@ fn render_report(
     );
     let _ = writeln!(s, "- rustc: {}", env.rustc);
     let _ = writeln!(s, "- go: {}", env.go);
-    let _ = writeln!(s, "- per-run timeout: {} s\n", opts.timeout.as_secs());
+    let _ = writeln!(s, "- per-run timeout: {} s", opts.timeout.as_secs());
+    match env.steal_percent {
+        Some(p) => {
+            let _ = writeln!(
+                s,
+                "- host steal during the runs: {p:.1} % of the machine's CPU time (`/proc/stat`: time the host gave to other guests; it stretches wall times, see the CPU-time table)\n"
+            );
+        }
+        None => s.push('\n'),
+    }
     s.push_str(table);
     let _ = writeln!(
         s,
         "\n`gmp / best peer` < 1 means gmp is faster than every peer that succeeded; ⚠ marks where it is behind.\n"
     );
-    let _ = writeln!(s, "## Workloads\n");
+    let _ = writeln!(
+        s,
+        "## CPU time\n\nMedian user + system CPU time of the whole process per run (startup included). Steal is not in it, so on a shared host it varies less than the wall times above.\n"
+    );
+    s.push_str(cpu_table);
+    let _ = writeln!(s, "\n## Workloads\n");
     let _ = writeln!(s, "| workload | size | unit | what |\n|---|---|---|---|");
     for w in &opts.only {
         let _ = writeln!(
@@ -1025,11 +1151,11 @@ fn render_report(
 }
 
 fn render_csv(rows: &[RunRow]) -> String {
-    let mut s = String::from("workload,runtime,run,status,ns,units,maxrss_kib,wall_ms\n");
+    let mut s = String::from("workload,runtime,run,status,ns,units,maxrss_kib,wall_ms,cpu_ms\n");
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},\"{}\",{},{},{},{}",
+            "{},{},{},\"{}\",{},{},{},{},{}",
             r.workload,
             r.runtime,
             r.run,
@@ -1041,7 +1167,8 @@ fn render_csv(rows: &[RunRow]) -> String {
             },
             r.units,
             r.maxrss_kib,
-            r.wall_ms
+            r.wall_ms,
+            r.cpu_ms
         );
     }
     s
@@ -1082,6 +1209,7 @@ pub fn main(args: &[String]) -> ExitCode {
         opts.procs,
         if opts.quick { ", quick sizes" } else { "" }
     );
+    let ticks_before = cpu_ticks();
     let mut results: Results = Vec::new();
     let mut rows = Vec::new();
     let mut failures = Vec::new();
@@ -1118,8 +1246,16 @@ pub fn main(args: &[String]) -> ExitCode {
         results.push((*w, cells));
     }
 
+    let steal = ticks_before
+        .zip(cpu_ticks())
+        .and_then(|(b, a)| steal_percent(b, a));
     let table = render_table(&opts, &results);
     println!("{table}");
+    let cpu_table = render_cpu_table(&opts, &results);
+    println!("CPU time per run (user + system, median):\n\n{cpu_table}");
+    if let Some(p) = steal {
+        println!("host steal during the runs: {p:.1} % of the machine's CPU time");
+    }
     for (rt, bin) in &bins {
         if let Bin::Unavailable(why) = bin {
             eprintln!("note: {rt}: unavailable: {why}");
@@ -1138,6 +1274,7 @@ pub fn main(args: &[String]) -> ExitCode {
             Some(Bin::Unavailable(why)) => format!("unavailable: {why}"),
             None => "not run".into(),
         },
+        steal_percent: steal,
     };
     for (rt, bin) in &bins {
         if let Bin::Unavailable(why) = bin {
@@ -1146,7 +1283,7 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         }
     }
-    let report = render_report(&opts, &env, &table, &failures, &notes);
+    let report = render_report(&opts, &env, &table, &cpu_table, &failures, &notes);
     let bars: Vec<svg::Bar> = results
         .iter()
         .map(|(w, cells)| {
@@ -1280,6 +1417,7 @@ mod tests {
             stderr: stderr.into(),
             maxrss_kib: 2048,
             wall: Duration::from_millis(5),
+            cpu: Duration::from_micros(3_500),
         }
     }
 
@@ -1295,7 +1433,8 @@ mod tests {
             Ok(Sample {
                 ns: 1000.0,
                 units: 10,
-                maxrss_kib: 2048
+                maxrss_kib: 2048,
+                cpu_ms: 3.5
             })
         );
         let bad = run_of(
@@ -1358,6 +1497,7 @@ mod tests {
             value: v,
             rss_kib: 1,
             runs: 1,
+            cpu_ms: 2.0 * v,
         };
         let mut cells = BTreeMap::new();
         cells.insert("gmp", ok(150.0));
@@ -1388,6 +1528,7 @@ mod tests {
                 value: 120.0,
                 rss_kib: 4096,
                 runs: 5,
+                cpu_ms: 90.0,
             },
         );
         cells.insert("go", Cell::Failed("timeout after 60 s".into()));
@@ -1401,9 +1542,11 @@ mod tests {
                 value: 100.0,
                 rss_kib: 8192,
                 runs: 5,
+                cpu_ms: 60.0,
             },
         );
-        let t = render_table(&opts, &vec![(&WORKLOADS[3], cells)]);
+        let results = vec![(&WORKLOADS[3], cells)];
+        let t = render_table(&opts, &results);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
@@ -1414,6 +1557,28 @@ mod tests {
             lines[2],
             "| ring | 120 ns/hop · 4.0 MB | failed: timeout after 60 s | n/a: build failed | 100 ns/hop · 8.0 MB | 1.20× vs may ⚠ behind |"
         );
+        let c = render_cpu_table(&opts, &results);
+        let lines: Vec<&str> = c.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| workload | gmp | go | tokio | may | gmp / least peer |"
+        );
+        assert_eq!(
+            lines[2],
+            "| ring | 90.0 ms | failed | — | 60.0 ms | 1.50× vs may ⚠ more |"
+        );
+    }
+
+    #[test]
+    fn steal_from_proc_stat() {
+        let before = parse_cpu_ticks("cpu  100 0 50 800 0 0 0 50 0 0").unwrap();
+        assert_eq!(before, (50, 1000));
+        let after = parse_cpu_ticks("cpu  200 0 100 1500 0 0 0 200 0 0").unwrap();
+        let p = steal_percent(before, after).unwrap();
+        assert!((p - 15.0).abs() < 1e-9, "{p}");
+        assert_eq!(parse_cpu_ticks("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(parse_cpu_ticks("cpu 1 2 3"), None);
+        assert_eq!(steal_percent(after, after), None);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct ChildRun {
     /// Peak RSS in KiB (`ru_maxrss`).
     pub maxrss_kib: u64,
     pub wall: Duration,
+    /// CPU time the process used, user plus system (`ru_utime + ru_stime`).
+    pub cpu: Duration,
 }
 
 /// Runs `bin args...` with `envs`, killing it after `timeout`.
@@ -120,7 +122,13 @@ pub fn run(
             hwm_kib,
         ),
         wall,
+        cpu: timeval(rusage.ru_utime) + timeval(rusage.ru_stime),
     })
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+        + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
 }
 
 /// Combines the two peak-RSS sources (see the module docs).
@@ -216,6 +224,20 @@ mod tests {
         assert_eq!(r.stdout, "hi\n");
         assert_eq!(r.stderr, "oops\n");
         assert!(r.maxrss_kib > 0);
+    }
+
+    #[test]
+    fn counts_the_childs_cpu_time() {
+        // A shell loop that burns CPU, against one that sleeps.
+        let busy = sh(
+            "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done",
+            Duration::from_secs(60),
+        );
+        assert_eq!(busy.exit, Exit::Code(0));
+        assert!(busy.cpu >= Duration::from_millis(20), "{:?}", busy.cpu);
+        let idle = sh("sleep 0.3", Duration::from_secs(10));
+        assert!(idle.wall >= Duration::from_millis(300));
+        assert!(idle.cpu < Duration::from_millis(150), "{:?}", idle.cpu);
     }
 
     #[test]
