@@ -913,12 +913,27 @@ type Results = Vec<(&'static Workload, BTreeMap<&'static str, Cell>)>;
 
 /// The Markdown table.
 fn render_table(opts: &Opts, results: &Results) -> String {
+    render_grid(opts, results, "gmp / best peer", fmt_cell, |cells| {
+        fmt_ratio(&ratio(cells))
+    })
+}
+
+/// A table with a row per workload, a column per runtime (`cell` renders
+/// one; a runtime not in a row's map shows `—`) and a last column
+/// (`last` renders it from the row).
+fn render_grid(
+    opts: &Opts,
+    results: &Results,
+    last_header: &str,
+    cell: impl Fn(&Workload, &Cell) -> String,
+    last: impl Fn(&BTreeMap<&'static str, Cell>) -> String,
+) -> String {
     let mut s = String::new();
     let _ = write!(s, "| workload |");
     for rt in &opts.runtimes {
         let _ = write!(s, " {rt} |");
     }
-    let _ = writeln!(s, " gmp / best peer |");
+    let _ = writeln!(s, " {last_header} |");
     let _ = write!(s, "|---|");
     for _ in &opts.runtimes {
         let _ = write!(s, "---|");
@@ -927,12 +942,12 @@ fn render_table(opts: &Opts, results: &Results) -> String {
     for (w, cells) in results {
         let _ = write!(s, "| {} |", w.name);
         for rt in &opts.runtimes {
-            let cell = cells
+            let c = cells
                 .get(rt)
-                .map_or_else(|| "—".to_string(), |c| fmt_cell(w, c));
-            let _ = write!(s, " {cell} |");
+                .map_or_else(|| "—".to_string(), |c| cell(w, c));
+            let _ = write!(s, " {c} |");
         }
-        let _ = writeln!(s, " {} |", fmt_ratio(&ratio(cells)));
+        let _ = writeln!(s, " {} |", last(cells));
     }
     s
 }
@@ -957,35 +972,21 @@ fn cpu_ratio(cells: &BTreeMap<&str, Cell>) -> Option<(f64, &'static str)> {
 /// stretches wall times but is not counted here, so this table is the
 /// steadier view of how much work each runtime did.
 fn render_cpu_table(opts: &Opts, results: &Results) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "| workload |");
-    for rt in &opts.runtimes {
-        let _ = write!(s, " {rt} |");
-    }
-    let _ = writeln!(s, " gmp / least peer |");
-    let _ = write!(s, "|---|");
-    for _ in &opts.runtimes {
-        let _ = write!(s, "---|");
-    }
-    let _ = writeln!(s, "---|");
-    for (w, cells) in results {
-        let _ = write!(s, "| {} |", w.name);
-        for rt in &opts.runtimes {
-            let cell = match cells.get(rt) {
-                Some(Cell::Ok { cpu_ms, .. }) => format!("{} ms", fmt_num(*cpu_ms)),
-                Some(Cell::Failed(_)) => "failed".into(),
-                _ => "—".into(),
-            };
-            let _ = write!(s, " {cell} |");
-        }
-        let ratio = match cpu_ratio(cells) {
+    render_grid(
+        opts,
+        results,
+        "gmp / least peer",
+        |_, c| match c {
+            Cell::Ok { cpu_ms, .. } => format!("{} ms", fmt_num(*cpu_ms)),
+            Cell::Failed(_) => "failed".into(),
+            Cell::Missing(_) => "—".into(),
+        },
+        |cells| match cpu_ratio(cells) {
             Some((x, p)) if x >= 1.0 => format!("{x:.2}× vs {p} ⚠ more"),
             Some((x, p)) => format!("{x:.2}× vs {p}"),
             None => "n/a".into(),
-        };
-        let _ = writeln!(s, " {ratio} |");
-    }
-    s
+        },
+    )
 }
 
 /// The machine-wide CPU counters of `/proc/stat`: `(steal, total)` in
