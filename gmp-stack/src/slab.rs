@@ -197,8 +197,10 @@ struct Slab {
     guarded: bool,
 }
 
-/// The slabs and the carving cursor. Every slot of every slab has its guard
-/// installed when the slab is mapped, so carving a slot is arithmetic.
+/// The slabs and the carving cursor. A slab mapped in `mprotect` mode has
+/// every slot's guard installed at mapping; in `madvise` mode slot 0's is,
+/// and every slot gets its own when carved (re-installing slot 0's is a
+/// harmless no-op), so carving is arithmetic plus at most one madvise.
 struct Carver {
     slabs: Vec<Slab>,
     /// Index in `slabs` of the slab being carved, and its next unused slot.
@@ -491,8 +493,8 @@ fn errno() -> i32 {
 }
 
 /// Installs the guard region `[slot, slot + len)`.
-/// Requires: the range lies in a slab being mapped, with no stack handed
-/// out over it yet.
+/// Requires: the range lies in one of our slabs (being mapped, or a slot
+/// just carved), with no stack handed out over it yet.
 fn install_guard(slot: usize, len: usize) -> Result<(), StackError> {
     let mode = MODE.load(Ordering::Relaxed);
     if mode != MODE_MPROTECT {
@@ -509,31 +511,27 @@ fn install_guard(slot: usize, len: usize) -> Result<(), StackError> {
         }
         MODE.store(MODE_MPROTECT, Ordering::Relaxed);
     }
-    // SAFETY: as above; PROT_NONE on our own unused range.
-    let r = unsafe { libc::mprotect(slot as *mut _, len, libc::PROT_NONE) };
-    if r != 0 {
-        return Err(StackError::Guard(errno()));
-    }
-    Ok(())
+    mprotect_guard(slot, len)
 }
 
 /// Installs the guard of a slot being carved from a lazily guarded slab
 /// (`madvise` mode). Should the madvise fail (no memory for the page
 /// table), an mprotect guard is tried before giving up.
 fn install_lazy_guard(slot: usize, len: usize) -> Result<(), StackError> {
-    // SAFETY: the range is the guard region of a slot that was just carved
-    // by the caller alone, inside a private anonymous mapping we own; no
-    // stack has been handed out over it.
-    let r = unsafe { libc::madvise(slot as *mut _, len, MADV_GUARD_INSTALL) };
-    if r == 0 {
-        return Ok(());
+    install_guard(slot, len).or_else(|e| mprotect_guard(slot, len).map_err(|_| e))
+}
+
+/// An `mprotect(PROT_NONE)` guard over `[slot, slot + len)`.
+/// Requires: as [`install_guard`].
+fn mprotect_guard(slot: usize, len: usize) -> Result<(), StackError> {
+    // SAFETY: per the requirement, the range lies inside a private
+    // anonymous mapping we own and no stack is handed out over it;
+    // PROT_NONE on it touches nothing else.
+    let r = unsafe { libc::mprotect(slot as *mut _, len, libc::PROT_NONE) };
+    if r != 0 {
+        return Err(StackError::Guard(errno()));
     }
-    let e = errno();
-    // SAFETY: as above; PROT_NONE on our own unused range.
-    if unsafe { libc::mprotect(slot as *mut _, len, libc::PROT_NONE) } == 0 {
-        return Ok(());
-    }
-    Err(StackError::Guard(e))
+    Ok(())
 }
 
 fn register_slab(base: usize, len: usize, slot_size: usize, stack_size: usize) -> Option<usize> {
