@@ -847,10 +847,9 @@ fn run_once(
             .zip(cpu_ticks())
             .and_then(|(b, a)| steal_percent(b, a));
         let judged = judge(&run);
-        let again = judged.is_ok() && attempts <= opts.steal_retries;
         let next = Attempt { run, judged, steal };
-        let this_steal = steal.unwrap_or(f64::NAN);
-        let (keep, retry) = keep_attempt(kept.as_ref(), &next, opts.max_steal, again);
+        let retries_left = attempts <= opts.steal_retries;
+        let (keep, retry) = keep_attempt(kept.as_ref(), &next, opts.max_steal, retries_left);
         if keep {
             kept = Some(next);
         }
@@ -859,7 +858,10 @@ fn run_once(
         }
         eprintln!(
             "   {:<11} {:<5} run {i}/{}: host steal {:.0} %, running it again",
-            w.name, rt, opts.runs, this_steal
+            w.name,
+            rt,
+            opts.runs,
+            steal.unwrap_or(f64::NAN)
         );
     }
     let Attempt { run, judged, steal } = kept.expect("at least one attempt");
@@ -925,8 +927,8 @@ struct Attempt {
 }
 
 /// Steal-aware retries: whether `next` replaces the attempt kept so far,
-/// and whether to run once more. `may_retry` says a retry is allowed at
-/// all (the attempt succeeded and retries are left).
+/// and whether to run once more. `may_retry` says whether retries are
+/// left.
 ///
 /// A failed attempt is always kept and ends the run (a crash or a wrong
 /// result is the runtime's, whatever the host did). Among good attempts
