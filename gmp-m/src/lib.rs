@@ -89,6 +89,10 @@ pub struct M {
     /// Its waker gave the thread a short kernel slice (see
     /// [`request_slice_of`]); the M restores the default when it parks.
     pub short_slice: AtomicBool,
+    /// Set by the preemption signal handler that handed this M a P and took
+    /// the last idle M doing so: the M makes a new spare once it runs (a
+    /// signal handler cannot create threads).
+    pub refill_spare: AtomicBool,
     /// The thread's alarm (see [`alarm`]): armed for the P's earliest timer
     /// while a goroutine runs.
     pub alarm: Alarm,
@@ -134,6 +138,7 @@ impl M {
             p_detached: AtomicBool::new(false),
             exit: AtomicBool::new(false),
             short_slice: AtomicBool::new(false),
+            refill_spare: AtomicBool::new(false),
             alarm: Alarm::new(),
             alarm_for: AtomicU64::new(0),
             scratch: UnsafeCell::new(Vec::with_capacity(gmp_p::LOCAL_QUEUE_CAP)),

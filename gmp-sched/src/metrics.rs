@@ -89,6 +89,9 @@ pub struct SchedMetrics {
     /// Preemptions made by an M's timer alarm (an overdue timer on a P
     /// whose goroutine never yields).
     pub alarm_preempts: u64,
+    /// Of `forced_handoffs`, those in which the signal handler handed the P
+    /// straight to an idle M instead of leaving it for sysmon to retake.
+    pub direct_handoffs: u64,
     /// Goroutines spawned.
     pub spawned: u64,
     /// Panics caught.
@@ -123,6 +126,7 @@ impl crate::Sched {
             preemptions: self.counters.preemptions.load(Ordering::Relaxed),
             forced_handoffs: self.counters.forced_handoffs.load(Ordering::Relaxed),
             alarm_preempts: self.counters.alarm_preempts.load(Ordering::Relaxed),
+            direct_handoffs: self.counters.direct_handoffs.load(Ordering::Relaxed),
             spawned: self.counters.spawned.load(Ordering::Relaxed),
             panics: self.counters.panics.load(Ordering::Relaxed),
             global_runq: self.runqsize.load(Ordering::SeqCst),

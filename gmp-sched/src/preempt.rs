@@ -14,8 +14,10 @@
 //!   code (`M::in_user`, written only by that thread) and the goroutine
 //!   running there is the one asked (its `preempt` flag is still set: a late
 //!   signal must not hit the next slice's goroutine) it *detaches* the P:
-//!   the P becomes `Syscall` exactly as if the goroutine had entered
-//!   `gmp::blocking`, and sysmon hands it to another M on its next tick.
+//!   the P goes straight to the reserve M (`Sched::spare_m`, claimed by
+//!   one atomic swap) when work waits for it, or else becomes `Syscall`
+//!   exactly as if the goroutine had entered `gmp::blocking`, and sysmon
+//!   hands it to another M on its next tick.
 //!   If the M is in the runtime, the handler does nothing: the flag will be
 //!   seen at a safe point. The handler never switches stacks.
 //! * The hog, at its next runtime entry, gets a P back exactly like a
@@ -56,12 +58,12 @@ pub(crate) fn install_handler() {
 /// alarm takes the P from it for an overdue timer: 1 ms (sysmon's
 /// contended slice).
 pub const ALARM_MIN_RUN_NS: u64 = 1_000_000;
-/// How long a timer must have been overdue before the alarm acts: 50 µs.
+/// How long a timer must have been overdue before the alarm acts: 10 µs.
 /// Every pass through the scheduler runs the P's due timers, so a timer
 /// overdue this long means the goroutine has not switched for that long;
 /// a goroutine that switches often (a ping-pong pair sharing an inherited
 /// slice) is left alone.
-pub const ALARM_GRACE_NS: u64 = 50_000;
+pub const ALARM_GRACE_NS: u64 = 10_000;
 /// How long the thread of a goroutine that lost its P by force sleeps, at
 /// most, inside the signal handler while work waits for the P: 1 ms.
 pub const HANDOFF_NAP_MAX_NS: u64 = 1_000_000;
@@ -106,6 +108,17 @@ extern "C" fn sigurg_handler(
     info: *mut libc::siginfo_t,
     _ctx: *mut libc::c_void,
 ) {
+    // The handler makes system calls (futex, nanosleep, sched_setattr)
+    // that may set errno: the interrupted code must find its own.
+    // SAFETY: __errno_location returns this thread's errno slot, valid for
+    // the thread's lifetime.
+    let errno = unsafe { *libc::__errno_location() };
+    preempt_signal(info);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+fn preempt_signal(info: *mut libc::siginfo_t) {
     let Some((m, s)) = tls::current() else { return };
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let alarm = !info.is_null() && unsafe { (*info).si_code } == libc::SI_TIMER;
@@ -175,9 +188,19 @@ extern "C" fn sigurg_handler(
         return;
     }
     m.p.store(std::ptr::null_mut(), Ordering::Release);
-    m.oldp.store(p, Ordering::Release);
     m.p_detached.store(true, Ordering::Relaxed);
     pr.m.store(0, Ordering::Release);
+    s.counters.forced_handoffs.fetch_add(1, Ordering::Relaxed);
+    let tick = pr.syscalltick.load(Ordering::Relaxed);
+    if work_waits(s, pr) && handoff_to_spare_m(s, pr) {
+        // The P is on its way to another M (still `Running`, no M yet):
+        // nobody else may take it, and the hog will find `oldp` empty when
+        // it next enters the runtime and look for a P like any goroutine
+        // back from a blocking call.
+        nap_until_taken(s, pr, tick);
+        return;
+    }
+    m.oldp.store(p, Ordering::Release);
     pr.detached.store(true, Ordering::Relaxed);
     // A new "blocking call" for sysmon's bookkeeping: it must see a fresh
     // syscalltick, or it would retake at once on a stale observation.
@@ -187,7 +210,6 @@ extern "C" fn sigurg_handler(
         .wrapping_add(1);
     // Release: the P is up for grabs from here on (sysmon's retake CAS).
     pr.set_status(PStatus::Syscall);
-    s.counters.forced_handoffs.fetch_add(1, Ordering::Relaxed);
     if alarm {
         // Nobody asked for this hand-off: wake sysmon to retake the P now
         // rather than at its next planned look. (A signal from sysmon's
@@ -196,7 +218,52 @@ extern "C" fn sigurg_handler(
         // async-signal-safe.
         s.sysmon_note.wakeup();
     }
-    nap_until_taken(s, pr, tick);
+    if work_waits(s, pr) {
+        nap_until_taken(s, pr, tick);
+    }
+}
+
+/// Whether work waits for the P this handler is taking: goroutines on its
+/// queue or the global queue, or an overdue timer on it.
+fn work_waits(s: &Sched, pr: &P) -> bool {
+    pr.runq_len() > 0
+        || pr.timers.next_when() <= s.nanotime()
+        || s.runqsize.load(Ordering::Relaxed) > 0
+}
+
+/// The direct hand-off: from the signal handler, give the P this M just
+/// let go of (still `Running`, owned by nobody else) to the reserve M
+/// (`Sched::spare_m`), as `startm_urgent` would, without waiting for
+/// sysmon's thread to get a CPU. Returns false, leaving the P untouched,
+/// when the slot is empty or the world is stopping (the stopper collects
+/// `Syscall` Ps itself).
+///
+/// Async-signal-safe: the claim is one atomic swap, the rest are atomic
+/// stores, `sched_setattr` and at most one `futex` wake. The claimed M
+/// refills the slot once it runs (`M::refill_spare`): that needs the
+/// scheduler lock, and perhaps a new thread, neither of which a handler
+/// may take.
+fn handoff_to_spare_m(s: &Sched, pr: &P) -> bool {
+    if s.gcwaiting.load(Ordering::SeqCst) || s.is_shutdown() {
+        return false;
+    }
+    let Some(nm) = crate::proc::take_spare_m(s) else {
+        return false;
+    };
+    nm.spinning.store(false, Ordering::Relaxed);
+    nm.refill_spare.store(true, Ordering::Relaxed);
+    let slice = s.debug.thread_slice_ns();
+    if slice != 0 {
+        let tid = nm.tid.load(Ordering::Acquire);
+        if tid != 0 && gmp_m::request_slice_of(tid, slice) {
+            nm.short_slice.store(true, Ordering::Relaxed);
+        }
+    }
+    // Counted before the wake: the goroutines the P runs next may read it.
+    s.counters.direct_handoffs.fetch_add(1, Ordering::Relaxed);
+    nm.nextp.store(pr as *const P as *mut P, Ordering::Release);
+    nm.note.wakeup();
+    true
 }
 
 /// After a forced hand-off, while work waits for the P: keep this thread
@@ -211,12 +278,6 @@ extern "C" fn sigurg_handler(
 /// once. Async-signal-safe: atomics, the vDSO clock and `nanosleep`.
 fn nap_until_taken(s: &Sched, pr: &P, tick: u32) {
     let start = s.nanotime();
-    let waiting = pr.runq_len() > 0
-        || pr.timers.next_when() <= start
-        || s.runqsize.load(Ordering::Relaxed) > 0;
-    if !waiting {
-        return;
-    }
     loop {
         // Taken means running on another M, not just retaken: the M it is
         // handed to still has to get a CPU, and ours is the one to give.

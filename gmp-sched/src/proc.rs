@@ -253,6 +253,16 @@ fn schedule(s: &Sched, m: &M) {
         if m.exit.load(Ordering::Acquire) || s.is_shutdown() {
             return;
         }
+        if m.refill_spare.load(Ordering::Relaxed) {
+            // Taken from the reserve slot by a signal handler, which can
+            // neither take the lock nor create a thread: refill the slot
+            // for the next one. Here, after the goroutines the P was handed
+            // over for have run, not before: a new thread costs a `clone`
+            // and an `mmap` (measured: ~0.4 ms on the hand-off's critical
+            // path when done right after waking).
+            m.refill_spare.store(false, Ordering::Relaxed);
+            refill_spare_m(s);
+        }
         let lg = m.lockedg.load(Ordering::Acquire);
         if !lg.is_null() {
             // SAFETY: lockedg holds a live G of this Sched.
@@ -587,9 +597,18 @@ fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -
             None => return false,
         },
     };
-    if let Some(nm) = l.midle.pop() {
-        s.nmidle.fetch_sub(1, Ordering::Relaxed);
-        let took_last = l.midle.is_empty();
+    // The idle list first: the reserve M (`spare_m`) is kept for the
+    // preemption signal handler, which cannot take the lock.
+    let popped = l.midle.pop();
+    let nm: Option<&M> = match &popped {
+        Some(nm) => Some(nm),
+        None => take_spare_m(s),
+    };
+    if let Some(nm) = nm {
+        if popped.is_some() {
+            s.nmidle.fetch_sub(1, Ordering::Relaxed);
+        }
+        let took_last = l.midle.is_empty() && s.spare_m.load(Ordering::Acquire).is_null();
         drop(l);
         nm.spinning.store(spinning, Ordering::Relaxed);
         nm.nextp.store(p as *const P as *mut P, Ordering::Release);
@@ -674,7 +693,19 @@ pub(crate) fn stopm(s: &Sched, m: &M) {
     }
     {
         let mut l = s.locked();
-        l.midle.push(m_arc(s, m));
+        // The reserve slot first, if it is empty (see `Sched::spare_m`).
+        let me = m as *const M as *mut M;
+        if s.spare_m
+            .compare_exchange(
+                std::ptr::null_mut(),
+                me,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            l.midle.push(m_arc(s, m));
+        }
         s.nmidle.fetch_add(1, Ordering::Relaxed);
         // The idle list is not empty any more: a spare may be made again
         // once it is (see ensure_spare_m).
@@ -694,10 +725,67 @@ pub(crate) fn stopm(s: &Sched, m: &M) {
         }
         if m.exit.load(Ordering::Acquire) || s.is_shutdown() {
             m.blocked.store(false, Ordering::Relaxed);
-            s.locked().midle.retain(|x| !std::ptr::eq(&**x, m));
+            let mut l = s.locked();
+            let before = l.midle.len();
+            l.midle.retain(|x| !std::ptr::eq(&**x, m));
+            let me = m as *const M as *mut M;
+            let in_slot = s
+                .spare_m
+                .compare_exchange(
+                    me,
+                    std::ptr::null_mut(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if in_slot || l.midle.len() != before {
+                s.nmidle.fetch_sub(1, Ordering::Relaxed);
+            }
+            drop(l);
+            // A claimer may have handed us a P since we looked: hold it,
+            // so that the exit path (`mstart`) puts it back to `Idle` like
+            // any P an exiting M holds.
+            let np = m.nextp.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            if !np.is_null() {
+                // SAFETY: whoever set nextp transferred that P to us.
+                acquirep(s, m, unsafe { &*np });
+            }
             return;
         }
     }
+}
+
+/// Claims the reserve M (`Sched::spare_m`) with one atomic swap: the
+/// caller owns it (it is parked, or about to park, on its note) and must
+/// hand it a P through `nextp` and wake it. Async-signal-safe.
+pub(crate) fn take_spare_m(s: &Sched) -> Option<&M> {
+    let m = s.spare_m.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if m.is_null() {
+        return None;
+    }
+    s.nmidle.fetch_sub(1, Ordering::Relaxed);
+    // SAFETY: the slot holds only Ms of this scheduler, which `allm` keeps
+    // alive until the scheduler is dropped.
+    Some(unsafe { &*m })
+}
+
+/// After the signal handler took the reserve M: move an idle M from the
+/// idle list into the empty slot (it keeps sleeping; only where it is
+/// listed changes), or make a new spare if none is idle.
+fn refill_spare_m(s: &Sched) {
+    let mut l = s.locked();
+    if !s.spare_m.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    let Some(nm) = l.midle.pop() else {
+        drop(l);
+        ensure_spare_m(s);
+        return;
+    };
+    let ptr = Arc::as_ptr(&nm) as *mut M;
+    // Under the lock nobody else fills the slot (stopm holds it too); the
+    // handler only empties it. So the slot is still empty.
+    s.spare_m.store(ptr, Ordering::Release);
 }
 
 fn m_arc(s: &Sched, m: &M) -> Arc<M> {

@@ -147,6 +147,9 @@ pub struct Counters {
     /// Preemptions requested by an M's own timer alarm (an overdue timer on
     /// a P whose goroutine never yields).
     pub alarm_preempts: AtomicU64,
+    /// Forced hand-offs in which the signal handler gave the P straight to
+    /// an idle M (no sysmon retake).
+    pub direct_handoffs: AtomicU64,
     /// Goroutines spawned.
     pub spawned: AtomicU64,
     /// Panics caught in goroutines.
@@ -191,6 +194,12 @@ pub struct Sched {
     /// A spare M is being created ([`crate::proc::ensure_spare_m`]);
     /// cleared when an M parks on the idle list.
     pub(crate) spare_starting: AtomicBool,
+    /// The reserve M: one idle M parked outside `midle`, claimed by one
+    /// atomic swap, so that the preemption signal handler can hand a P to
+    /// it without the scheduler lock (see `preempt::handoff_to_spare_m`).
+    /// Counted in `nmidle`. Null when empty. Ms live in `allm` until the
+    /// scheduler is dropped, so the pointer never dangles.
+    pub(crate) spare_m: AtomicPtr<M>,
     pub(crate) goidgen: AtomicU64,
     pub(crate) main_goid_taken: AtomicBool,
     /// Live goroutines created or exited without a P (the per-P counters
@@ -273,6 +282,7 @@ impl Sched {
             max_threads: AtomicUsize::new(cfg.max_threads.max(cfg.procs + 1)),
             thread_limit_reported: AtomicBool::new(false),
             spare_starting: AtomicBool::new(false),
+            spare_m: AtomicPtr::new(std::ptr::null_mut()),
             goidgen: AtomicU64::new(2),
             main_goid_taken: AtomicBool::new(false),
             ngoroutine: AtomicI64::new(0),

@@ -126,3 +126,110 @@ fn alarm_leaves_goroutines_that_switch_alone() {
     );
     assert!(m.forced_handoffs <= 5, "{m:?}");
 }
+
+/// Retakes nothing for its first `RESCUE_AFTER`, then behaves like
+/// [`HandOnly`] (so that a broken direct hand-off fails the test's counts
+/// instead of hanging it).
+struct RetakesLate;
+
+const RESCUE_AFTER: Duration = Duration::from_secs(5);
+
+impl Sysmon for RetakesLate {
+    fn name(&self) -> &'static str {
+        "retakes-late"
+    }
+    fn preempts(&self) -> bool {
+        true
+    }
+    fn run(self: Box<Self>, h: SysmonHandle) {
+        let start = Instant::now();
+        while !h.is_shutdown() {
+            h.sleep(Duration::from_millis(1));
+            if start.elapsed() < RESCUE_AFTER {
+                continue;
+            }
+            for i in 0..h.procs() {
+                if let Some(p) = h.p(i) {
+                    if p.status == PStatus::Syscall {
+                        h.retake(i, p.syscalltick);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn alarm_hands_the_p_to_an_idle_m_without_sysmon() {
+    // A hog on every P and main asleep on a timer: the alarm of the M whose
+    // P holds the timer takes the P, and its signal handler hands the P to
+    // the parked reserve M itself. The sysmon here retakes nothing for 5 s,
+    // so main can only wake sooner through that direct hand-off; the counts
+    // say which way it went.
+    let rt = gmp::Runtime::builder()
+        .procs(2)
+        .debug("")
+        .sysmon(RetakesLate)
+        .build()
+        .unwrap();
+    let mut tested = 0;
+    for round in 0..6 {
+        let r = rt.block_on(move || {
+            let stop = Arc::new(AtomicBool::new(false));
+            let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let hogs: Vec<_> = (0..2)
+                .map(|_| {
+                    let (stop, running) = (stop.clone(), running.clone());
+                    gmp::go(move || {
+                        running.fetch_add(1, Ordering::SeqCst);
+                        let mut n = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            n = std::hint::black_box(n + 1);
+                        }
+                        n
+                    })
+                })
+                .collect();
+            // Main keeps P0 (a plain spin, no runtime entry) until the
+            // other P runs a hog and an idle M is parked: the reserve.
+            // (The M started for the other P may have been the reserve,
+            // whose replacement is a new thread that needs a CPU first.)
+            let t = Instant::now();
+            let mut before = gmp::metrics().unwrap();
+            while t.elapsed() < Duration::from_secs(2)
+                && (running.load(Ordering::SeqCst) == 0 || before.idle_threads == 0)
+            {
+                std::hint::spin_loop();
+                before = gmp::metrics().unwrap();
+            }
+            gmp::sleep(Duration::from_millis(2));
+            let after = gmp::metrics().unwrap();
+            let both = running.load(Ordering::SeqCst) == 2;
+            stop.store(true, Ordering::SeqCst);
+            for h in hogs {
+                h.join().unwrap();
+            }
+            (before, after, both)
+        });
+        let (before, after, both) = r;
+        if !both || before.idle_threads == 0 {
+            // Main woke before a hog started, or no M was idle: nothing
+            // was tested this round.
+            continue;
+        }
+        tested += 1;
+        assert!(
+            after.forced_handoffs > before.forced_handoffs,
+            "round {round}: main woke, but no hog lost its P: {after:?}"
+        );
+        assert_eq!(
+            after.syscall_handoffs, before.syscall_handoffs,
+            "round {round}: sysmon had to retake (the direct hand-off failed): {after:?}"
+        );
+        assert!(
+            after.direct_handoffs > before.direct_handoffs,
+            "round {round}: main woke without a direct hand-off: {after:?}"
+        );
+    }
+    assert!(tested >= 3, "only {tested} of 6 rounds had their setup");
+}
