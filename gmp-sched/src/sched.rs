@@ -255,7 +255,7 @@ impl Sched {
             return Err(BuildError::TooManyProcs(cfg.procs));
         }
         let stacks = StackAllocator::new(cfg.stack_size).map_err(BuildError::Stack)?;
-        let netpoll = Netpoll::new().map_err(|e| BuildError::Netpoll(e.to_string()))?;
+        let netpoll = Netpoll::new(cfg.procs).map_err(|e| BuildError::Netpoll(e.to_string()))?;
         let preempts = cfg.sysmon.as_ref().map(|s| s.preempts()).unwrap_or(false);
         let s = Arc::new(Sched {
             allp: (0..MAX_PROCS)

@@ -31,7 +31,9 @@
 //!
 //! * Every descriptor is **non-blocking** and, as soon as it is used inside
 //!   a runtime, registered once (edge-triggered, both directions) with the
-//!   runtime's single epoll instance (`gmp_sched::netpoll::Netpoll`).
+//!   runtime's netpoller (`gmp_sched::netpoll::Netpoll`: one epoll shard
+//!   per P; the two ends of a loopback connection inside the runtime share
+//!   a shard, so one CPU runs both).
 //! * An operation is tried first; only on `WouldBlock` does the goroutine
 //!   park in `Netpoll::wait(pd, mode)` (Go's `pollDesc.waitRead`), and it
 //!   retries when the poller readies it. The M that ran it goes on running
@@ -403,6 +405,17 @@ impl<S: AsFd> PollIo<S> {
         self.sock
             .as_ref()
             .expect("gmp::net: socket present until drop")
+    }
+
+    /// After a `connect` completed: tell the netpoller, which keeps the
+    /// two ends of a loopback connection on one shard (see
+    /// `gmp_sched::netpoll::Netpoll::pair`).
+    pub(crate) fn connected(&self) {
+        if let Some(r) = self.reg.get() {
+            if let Some(s) = r.sched.upgrade() {
+                s.netpoller().pair(&r.pd, self.sock().as_fd());
+            }
+        }
     }
 
     /// The registration, made on first use inside a runtime. `None` outside

@@ -276,6 +276,7 @@ impl TcpStream {
                 Err(e) => Err(e),
             }
         })?;
+        s.io.connected();
         Ok(s)
     }
 
