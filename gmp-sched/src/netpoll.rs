@@ -254,6 +254,10 @@ impl Netpoll {
         match pairs.remove(&(peer, local)) {
             Some(shard) => {
                 drop(pairs);
+                // Paired: a second call (registration, then `connect`)
+                // does nothing. Removing the key at deregistration is a
+                // no-op, as only the first end's key was in the table.
+                *slot = Some(key);
                 let old = pd.shard.load(Ordering::Relaxed);
                 if shard != old && self.move_to_shard(fd, pd, old, shard) {
                     pd.shard.store(shard, Ordering::Relaxed);
@@ -834,6 +838,13 @@ mod tests {
             "first end kept its shard"
         );
         assert!(np.pairs.lock().unwrap().is_empty(), "pair completed");
+        np.pair(&pa, a.as_fd());
+        np.pair(&pc, c.as_fd());
+        assert!(
+            np.pairs.lock().unwrap().is_empty(),
+            "pairing again leaves nothing behind"
+        );
+        assert_eq!(shard(&pa), shard(&pc));
         // The moved end still gets its events from the new shard: data
         // written by the client readies the server end's slot.
         use std::io::Write;
