@@ -192,7 +192,8 @@ fn preempt_signal(info: *mut libc::siginfo_t) {
     pr.m.store(0, Ordering::Release);
     s.counters.forced_handoffs.fetch_add(1, Ordering::Relaxed);
     let tick = pr.syscalltick.load(Ordering::Relaxed);
-    if work_waits(s, pr) && handoff_to_spare_m(s, pr) {
+    let waits = work_waits(s, pr);
+    if waits && handoff_to_spare_m(s, pr) {
         // The P is on its way to another M (still `Running`, no M yet):
         // nobody else may take it, and the hog will find `oldp` empty when
         // it next enters the runtime and look for a P like any goroutine
@@ -218,7 +219,7 @@ fn preempt_signal(info: *mut libc::siginfo_t) {
         // async-signal-safe.
         s.sysmon_note.wakeup();
     }
-    if work_waits(s, pr) {
+    if waits {
         nap_until_taken(s, pr, tick);
     }
 }
@@ -250,19 +251,10 @@ fn handoff_to_spare_m(s: &Sched, pr: &P) -> bool {
     let Some(nm) = crate::proc::take_spare_m(s) else {
         return false;
     };
-    nm.spinning.store(false, Ordering::Relaxed);
+    // Both before `nextp` is published: the M reads them once it has the P.
     nm.refill_spare.store(true, Ordering::Relaxed);
-    let slice = s.debug.thread_slice_ns();
-    if slice != 0 {
-        let tid = nm.tid.load(Ordering::Acquire);
-        if tid != 0 && gmp_m::request_slice_of(tid, slice) {
-            nm.short_slice.store(true, Ordering::Relaxed);
-        }
-    }
-    // Counted before the wake: the goroutines the P runs next may read it.
     s.counters.direct_handoffs.fetch_add(1, Ordering::Relaxed);
-    nm.nextp.store(pr as *const P as *mut P, Ordering::Release);
-    nm.note.wakeup();
+    crate::proc::wake_with_p(s, nm, pr, false, true);
     true
 }
 

@@ -610,16 +610,7 @@ fn startm_with(s: &Sched, p: Option<&'static P>, spinning: bool, urgent: bool) -
         }
         let took_last = l.midle.is_empty() && s.spare_m.load(Ordering::Acquire).is_null();
         drop(l);
-        nm.spinning.store(spinning, Ordering::Relaxed);
-        nm.nextp.store(p as *const P as *mut P, Ordering::Release);
-        let slice = s.debug.thread_slice_ns();
-        if urgent && slice != 0 {
-            let tid = nm.tid.load(Ordering::Acquire);
-            if tid != 0 && gmp_m::request_slice_of(tid, slice) {
-                nm.short_slice.store(true, Ordering::Relaxed);
-            }
-        }
-        nm.note.wakeup();
+        wake_with_p(s, nm, p, spinning, urgent);
         if took_last {
             ensure_spare_m(s);
         }
@@ -753,6 +744,24 @@ pub(crate) fn stopm(s: &Sched, m: &M) {
             return;
         }
     }
+}
+
+/// Hands `p` to `nm`, an idle M the caller took off the idle list or out
+/// of the reserve slot, and wakes it; with `urgent`, first asks the kernel
+/// for a short slice for it (see [`startm_urgent`]). Async-signal-safe
+/// (atomic stores, `sched_getattr`/`sched_setattr`, at most one `futex`
+/// wake): the preemption signal handler uses it too.
+pub(crate) fn wake_with_p(s: &Sched, nm: &M, p: &P, spinning: bool, urgent: bool) {
+    nm.spinning.store(spinning, Ordering::Relaxed);
+    nm.nextp.store(p as *const P as *mut P, Ordering::Release);
+    let slice = s.debug.thread_slice_ns();
+    if urgent && slice != 0 {
+        let tid = nm.tid.load(Ordering::Acquire);
+        if tid != 0 && gmp_m::request_slice_of(tid, slice) {
+            nm.short_slice.store(true, Ordering::Relaxed);
+        }
+    }
+    nm.note.wakeup();
 }
 
 /// Claims the reserve M (`Sched::spare_m`) with one atomic swap: the
